@@ -1,0 +1,124 @@
+/*
+ * internal.h: what the library's source files share and the public header
+ * does not show: the context's layout, error reporting, kernel programs,
+ * the per-device parameter table and tracked device allocations.
+ */
+#ifndef LN_INTERNAL_H
+#define LN_INTERNAL_H
+
+#include "ln.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#define LN_ERRMSG_MAX 8192
+#define LN_MAX_PROGRAMS 64
+
+/* Kernel parameters for one device. Defaults come from params.c; ln-tune
+ * may override them per device. Work-group sizes are clamped to
+ * CL_KERNEL_WORK_GROUP_SIZE at launch. */
+typedef struct ln_params {
+    size_t wg_layernorm;  /* work-items per row in the row reductions */
+    size_t wg_elementwise; /* epilogues, positional hidden layer */
+    /* semantic attention */
+    int attn_mode;        /* ln_attention_mode; AUTO resolves by memory budget */
+    size_t attn_tile_q;   /* queries per work-group */
+    size_t attn_tile_k;   /* keys per local-memory tile */
+    uint64_t attn_s_budget_bytes; /* precompute S while B n^2 floats fit */
+} ln_params;
+
+typedef struct ln_program_entry {
+    const char *family;
+    char options[512];
+    cl_program program;
+} ln_program_entry;
+
+typedef struct ln_kernel_entry {
+    cl_program program; /* the program it came from (not owned) */
+    char name[64];
+    cl_kernel kernel;
+} ln_kernel_entry;
+
+struct ln_context {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context cl;
+    cl_command_queue queue;
+    ln_device_info info;
+    ln_params params;
+    ln_program_entry programs[LN_MAX_PROGRAMS];
+    int program_count;
+    ln_kernel_entry kernels[LN_MAX_PROGRAMS * 4];
+    int kernel_count;
+    uint64_t device_bytes;
+    uint64_t peak_device_bytes;
+    uint64_t device_bytes_cap; /* LN_DEVICE_MEMORY_LIMIT_MB, 0 = none */
+    char error[LN_ERRMSG_MAX];
+};
+
+/* Record a failure on ctx (or the thread's context-less slot when ctx is
+ * NULL) and return `status`, so callers write `return ln_fail(...)`. */
+ln_status ln_fail(ln_context *ctx, ln_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An OpenCL call failed: status keeps the OpenCL number. */
+ln_status ln_fail_cl(ln_context *ctx, cl_int err, const char *what);
+void ln_clear_error(ln_context *ctx);
+
+const char *ln_cl_error_name(cl_int err);
+
+/* Embedded kernel source of one op family (cl/<family>.cl); NULL if none. */
+const char *ln_kernel_source(const char *family, size_t *length);
+
+/* Build (once per options string) and return the program of a kernel
+ * family. On failure the message holds the build log. */
+ln_status ln_program_get(ln_context *ctx, const char *family, const char *options,
+                         cl_program *out);
+/* A kernel of a family's program, created once and owned by the context
+ * (callers set its arguments and launch it; they do not release it). */
+ln_status ln_kernel_get(ln_context *ctx, const char *family, const char *options,
+                        const char *kernel_name, cl_kernel *out);
+
+/* Sets a kernel's arguments in order from (size, pointer) pairs ended by a
+ * size of 0: write LN_ARG(x) for a value and LN_LOCAL(bytes) for local
+ * memory, then LN_ARGS_END. */
+ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...);
+#define LN_ARG(x) sizeof(x), (const void *)&(x)
+#define LN_LOCAL(bytes) (size_t)(bytes), (const void *)NULL
+#define LN_ARGS_END (size_t)0
+
+/* Enqueue a 1-D or 2-D range: `global` is rounded up to a multiple of the
+ * local size (kernels guard), and the local size is clamped to the
+ * kernel's CL_KERNEL_WORK_GROUP_SIZE. `local` entries are the wish. */
+ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
+                     const size_t *local, const char *what);
+/* The work-group size a kernel may use on this device, <= wish, >= 1, and
+ * for reductions a power of two when pow2 is set. */
+size_t ln_kernel_wg_size(ln_context *ctx, cl_kernel kernel, size_t wish, bool pow2);
+
+/* Tracked device buffers: counted toward ln_context_device_bytes and the
+ * optional cap (LN_DEVICE_MEMORY_LIMIT_MB). */
+ln_status ln_buffer_create(ln_context *ctx, size_t bytes, cl_mem *out, const char *what);
+void ln_buffer_release(ln_context *ctx, cl_mem mem);
+
+/* Host-wrapper helpers: copy host data in/out of a fresh tracked buffer. */
+ln_status ln_buffer_from_host(ln_context *ctx, const void *data, size_t bytes, cl_mem *out,
+                              const char *what);
+ln_status ln_buffer_to_host(ln_context *ctx, cl_mem mem, void *data, size_t bytes);
+
+void ln_params_defaults(const ln_device_info *info, ln_params *p);
+
+/* Argument checks shared by every op. */
+#define LN_CHECK_CTX(ctx)                                                                  \
+    do {                                                                                   \
+        if (!(ctx))                                                                        \
+            return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT, "%s: context is NULL", __func__); \
+        ln_clear_error(ctx);                                                               \
+    } while (0)
+
+/* Bytes the view touches for a [rows, cols] matrix, to check buffer sizes. */
+ln_status ln_check_view(ln_context *ctx, const char *op, const char *name, ln_dmat m,
+                        size_t rows, size_t cols);
+ln_status ln_check_mem(ln_context *ctx, const char *op, const char *name, cl_mem mem,
+                       size_t offset_floats, size_t floats);
+
+#endif

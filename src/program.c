@@ -1,0 +1,208 @@
+/*
+ * program.c: the kernel sources embedded at build time, per-device program
+ * builds cached in the context (one per family and options string), and the
+ * launch helper that pads global sizes and clamps work-group sizes.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ln_embedded_kernel {
+    const char *family;
+    const char *source;
+    size_t length;
+};
+extern const struct ln_embedded_kernel ln_embedded_kernels[];
+extern const size_t ln_embedded_kernel_count;
+
+static void drop_kernels_of(ln_context *ctx, cl_program prog);
+
+const char *ln_kernel_source(const char *family, size_t *length)
+{
+    for (size_t i = 0; i < ln_embedded_kernel_count; i++)
+        if (strcmp(ln_embedded_kernels[i].family, family) == 0) {
+            if (length)
+                *length = ln_embedded_kernels[i].length;
+            return ln_embedded_kernels[i].source;
+        }
+    return NULL;
+}
+
+static ln_status build_failed(ln_context *ctx, cl_program prog, cl_int err, const char *family,
+                              const char *options)
+{
+    size_t log_size = 0;
+    clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size);
+    char *log = malloc(log_size + 1);
+    if (log) {
+        if (clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL) !=
+            CL_SUCCESS)
+            log_size = 0;
+        log[log_size] = '\0';
+    }
+    ln_fail(ctx, LN_ERROR_BUILD_FAILED, "building kernels cl/%s.cl with \"%s\" failed (%s):\n%s",
+            family, options, ln_cl_error_name(err), log ? log : "(no build log)");
+    free(log);
+    clReleaseProgram(prog);
+    return LN_ERROR_BUILD_FAILED;
+}
+
+ln_status ln_program_get(ln_context *ctx, const char *family, const char *options,
+                         cl_program *out)
+{
+    *out = NULL;
+    if (!options)
+        options = "";
+    for (int i = 0; i < ctx->program_count; i++)
+        if (strcmp(ctx->programs[i].family, family) == 0 &&
+            strcmp(ctx->programs[i].options, options) == 0) {
+            *out = ctx->programs[i].program;
+            return LN_SUCCESS;
+        }
+    if (strlen(options) >= sizeof(ctx->programs[0].options))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "build options for %s too long", family);
+    if (ctx->program_count == LN_MAX_PROGRAMS) {
+        /* Programs are small; dropping the oldest keeps memory bounded when
+         * a tuner tries many variants. Kernels made from it stay valid. */
+        drop_kernels_of(ctx, ctx->programs[0].program);
+        clReleaseProgram(ctx->programs[0].program);
+        memmove(&ctx->programs[0], &ctx->programs[1],
+                sizeof(ctx->programs[0]) * (LN_MAX_PROGRAMS - 1));
+        ctx->program_count--;
+    }
+    size_t length = 0;
+    const char *source = ln_kernel_source(family, &length);
+    if (!source)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "no kernel family \"%s\" is embedded",
+                       family);
+    cl_int err;
+    cl_program prog = clCreateProgramWithSource(ctx->cl, 1, &source, &length, &err);
+    if (!prog)
+        return ln_fail_cl(ctx, err, "clCreateProgramWithSource");
+    char full[640];
+    snprintf(full, sizeof(full), "-cl-std=CL1.2 %s", options);
+    err = clBuildProgram(prog, 1, &ctx->device, full, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return build_failed(ctx, prog, err, family, full);
+    ln_program_entry *e = &ctx->programs[ctx->program_count++];
+    e->family = family;
+    snprintf(e->options, sizeof(e->options), "%s", options);
+    e->program = prog;
+    *out = prog;
+    return LN_SUCCESS;
+}
+
+static void drop_kernels_of(ln_context *ctx, cl_program prog)
+{
+    int kept = 0;
+    for (int i = 0; i < ctx->kernel_count; i++) {
+        if (ctx->kernels[i].program == prog)
+            clReleaseKernel(ctx->kernels[i].kernel);
+        else
+            ctx->kernels[kept++] = ctx->kernels[i];
+    }
+    ctx->kernel_count = kept;
+}
+
+ln_status ln_kernel_get(ln_context *ctx, const char *family, const char *options,
+                        const char *kernel_name, cl_kernel *out)
+{
+    cl_program prog;
+    ln_status st = ln_program_get(ctx, family, options, &prog);
+    if (st != LN_SUCCESS)
+        return st;
+    for (int i = 0; i < ctx->kernel_count; i++)
+        if (ctx->kernels[i].program == prog && strcmp(ctx->kernels[i].name, kernel_name) == 0) {
+            *out = ctx->kernels[i].kernel;
+            return LN_SUCCESS;
+        }
+    if (strlen(kernel_name) >= sizeof(ctx->kernels[0].name))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "kernel name %s too long", kernel_name);
+    if (ctx->kernel_count == (int)(sizeof(ctx->kernels) / sizeof(ctx->kernels[0]))) {
+        clReleaseKernel(ctx->kernels[0].kernel);
+        memmove(&ctx->kernels[0], &ctx->kernels[1], sizeof(ctx->kernels[0]) * (size_t)(ctx->kernel_count - 1));
+        ctx->kernel_count--;
+    }
+    cl_int err;
+    cl_kernel k = clCreateKernel(prog, kernel_name, &err);
+    if (!k)
+        return ln_fail(ctx, (ln_status)err, "clCreateKernel(%s) from cl/%s.cl: %s", kernel_name,
+                       family, ln_cl_error_name(err));
+    ln_kernel_entry *e = &ctx->kernels[ctx->kernel_count++];
+    e->program = prog;
+    snprintf(e->name, sizeof(e->name), "%s", kernel_name);
+    e->kernel = k;
+    *out = k;
+    return LN_SUCCESS;
+}
+
+size_t ln_kernel_wg_size(ln_context *ctx, cl_kernel kernel, size_t wish, bool pow2)
+{
+    size_t limit = 0;
+    if (clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof(limit),
+                                 &limit, NULL) != CL_SUCCESS || limit == 0)
+        limit = 1;
+    size_t wg = wish < limit ? wish : limit;
+    if (wg == 0)
+        wg = 1;
+    if (pow2) {
+        size_t p = 1;
+        while (p * 2 <= wg)
+            p *= 2;
+        wg = p;
+    }
+    return wg;
+}
+
+ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
+                     const size_t *local, const char *what)
+{
+    size_t g[3], l[3];
+    size_t limit = ln_kernel_wg_size(ctx, kernel, SIZE_MAX, false);
+    size_t total = 1;
+    for (cl_uint i = 0; i < dims; i++) {
+        l[i] = local[i] ? local[i] : 1;
+        total *= l[i];
+    }
+    /* Shrink the largest dimension until the group fits the kernel's limit. */
+    while (total > limit) {
+        cl_uint big = 0;
+        for (cl_uint i = 1; i < dims; i++)
+            if (l[i] > l[big])
+                big = i;
+        total /= l[big];
+        l[big] = (l[big] + 1) / 2;
+        total *= l[big];
+    }
+    for (cl_uint i = 0; i < dims; i++)
+        g[i] = (global[i] + l[i] - 1) / l[i] * l[i];
+    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, g, l, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ln_fail(ctx, (ln_status)err, "%s: launching the kernel failed: %s", what,
+                       ln_cl_error_name(err));
+    return LN_SUCCESS;
+}
+
+ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...)
+{
+    va_list ap;
+    va_start(ap, what);
+    cl_uint index = 0;
+    for (;;) {
+        size_t size = va_arg(ap, size_t);
+        if (size == 0)
+            break;
+        const void *value = va_arg(ap, const void *);
+        cl_int err = clSetKernelArg(kernel, index, size, value);
+        if (err != CL_SUCCESS) {
+            va_end(ap);
+            return ln_fail(ctx, (ln_status)err, "%s: setting kernel argument %u failed: %s",
+                           what, index, ln_cl_error_name(err));
+        }
+        index++;
+    }
+    va_end(ap);
+    return LN_SUCCESS;
+}
