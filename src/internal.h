@@ -105,6 +105,16 @@ ln_status ln_buffer_from_host(ln_context *ctx, const void *data, size_t bytes, c
                               const char *what);
 ln_status ln_buffer_to_host(ln_context *ctx, cl_mem mem, void *data, size_t bytes);
 
+/* GEMMs through CLBlast (src/linear.c), row-major:
+ *   C[m, n] = alpha * op(A) op(B) + beta * C, op = transpose when trans_*.
+ * Strided-batched: matrix i of A starts stride_a floats after matrix i-1. */
+ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                  float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what);
+ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n,
+                          size_t k, float alpha, ln_dmat a, size_t stride_a, ln_dmat b,
+                          size_t stride_b, float beta, ln_dmat c, size_t stride_c,
+                          size_t batch, const char *what);
+
 void ln_params_defaults(const ln_device_info *info, ln_params *p);
 
 /* Argument checks shared by every op. */
