@@ -9,6 +9,7 @@
 #include "ln.h"
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>

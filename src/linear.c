@@ -1,0 +1,147 @@
+/*
+ * linear.c: every GEMM of ln-cl goes through CLBlast from here (ln_gemm,
+ * ln_gemm_batched), and the Linear op y = epilogue(x W^T) whose epilogues
+ * (bias, bias + GELU, bias + residual) are ours, from cl/linear.cl.
+ */
+#include "internal.h"
+
+#include <clblast_c.h>
+#include <limits.h>
+#include <stdlib.h>
+
+static ln_status clblast_failed(ln_context *ctx, CLBlastStatusCode code, const char *what,
+                                size_t m, size_t n, size_t k)
+{
+    if (code < 0 && code >= -72)
+        return ln_fail(ctx, (ln_status)code, "%s: CLBlast GEMM %zu x %zu x %zu failed: %s", what,
+                       m, n, k, ln_cl_error_name(code));
+    return ln_fail(ctx, LN_ERROR_CLBLAST, "%s: CLBlast GEMM %zu x %zu x %zu failed with CLBlast status %d",
+                   what, m, n, k, (int)code);
+}
+
+ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                  float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what)
+{
+    cl_command_queue q = ctx->queue;
+    CLBlastStatusCode code = CLBlastSgemm(
+        CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+        trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
+        a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset, c.ld, &q, NULL);
+    return code == CLBlastSuccess ? LN_SUCCESS : clblast_failed(ctx, code, what, m, n, k);
+}
+
+ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n,
+                          size_t k, float alpha, ln_dmat a, size_t stride_a, ln_dmat b,
+                          size_t stride_b, float beta, ln_dmat c, size_t stride_c, size_t batch,
+                          const char *what)
+{
+    if (batch == 1)
+        return ln_gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, b, beta, c, what);
+    cl_command_queue q = ctx->queue;
+    CLBlastStatusCode code = CLBlastSgemmStridedBatched(
+        CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+        trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
+        a.ld, stride_a, b.mem, b.offset, b.ld, stride_b, beta, c.mem, c.offset, c.ld, stride_c,
+        batch, &q, NULL);
+    return code == CLBlastSuccess ? LN_SUCCESS : clblast_failed(ctx, code, what, m, n, k);
+}
+
+static bool same_view(ln_dmat a, ln_dmat b)
+{
+    return a.mem == b.mem && a.offset == b.offset && a.ld == b.ld;
+}
+
+ln_status ln_linear(ln_context *ctx, size_t rows, size_t in, size_t out, ln_dmat x, ln_dmat w,
+                    cl_mem bias, size_t bias_offset, ln_epilogue epilogue, ln_dmat residual,
+                    ln_dmat y)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_linear";
+    if (rows == 0 || in == 0 || out == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: rows (%zu), in (%zu) and out (%zu) must be > 0", op, rows, in, out);
+    if (epilogue < LN_EPILOGUE_NONE || epilogue > LN_EPILOGUE_BIAS_RESIDUAL)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: unknown epilogue %d", op, (int)epilogue);
+    ln_status st;
+    if ((st = ln_check_view(ctx, op, "x", x, rows, in)) ||
+        (st = ln_check_view(ctx, op, "w", w, out, in)) ||
+        (st = ln_check_view(ctx, op, "y", y, rows, out)))
+        return st;
+    if (epilogue != LN_EPILOGUE_NONE && (st = ln_check_mem(ctx, op, "bias", bias, bias_offset, out)))
+        return st;
+    if (epilogue == LN_EPILOGUE_BIAS_RESIDUAL &&
+        (st = ln_check_view(ctx, op, "residual", residual, rows, out)))
+        return st;
+    if (y.offset + rows * y.ld > UINT_MAX || residual.offset + rows * residual.ld > UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu x %zu output exceeds 2^32 elements", op,
+                       rows, out);
+
+    /* A residual that is y itself rides on the GEMM's beta = 1 for free;
+     * any other residual is added by the epilogue kernel. */
+    bool residual_in_place = epilogue == LN_EPILOGUE_BIAS_RESIDUAL && same_view(residual, y);
+    if ((st = ln_gemm(ctx, false, true, rows, out, in, 1.0f, x, w, residual_in_place ? 1.0f : 0.0f,
+                      y, op)))
+        return st;
+    if (epilogue == LN_EPILOGUE_NONE)
+        return LN_SUCCESS;
+
+    bool with_residual = epilogue == LN_EPILOGUE_BIAS_RESIDUAL && !residual_in_place;
+    const char *kernel_name = epilogue == LN_EPILOGUE_BIAS_GELU ? "add_bias_gelu"
+                              : with_residual                   ? "add_bias_residual"
+                                                                : "add_bias";
+    cl_kernel k;
+    if ((st = ln_kernel_get(ctx, "linear", "", kernel_name, &k)))
+        return st;
+    cl_uint r = (cl_uint)rows, c = (cl_uint)out, yo = (cl_uint)y.offset, yl = (cl_uint)y.ld,
+            bo = (cl_uint)bias_offset, ro = (cl_uint)residual.offset, rl = (cl_uint)residual.ld;
+    if (with_residual)
+        st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(c), LN_ARG(y.mem), LN_ARG(yo), LN_ARG(yl),
+                         LN_ARG(bias), LN_ARG(bo), LN_ARG(residual.mem), LN_ARG(ro), LN_ARG(rl),
+                         LN_ARGS_END);
+    else
+        st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(c), LN_ARG(y.mem), LN_ARG(yo), LN_ARG(yl),
+                         LN_ARG(bias), LN_ARG(bo), LN_ARGS_END);
+    if (st)
+        return st;
+    size_t wg = ctx->params.wg_elementwise;
+    size_t local[2] = {wg < 64 ? wg : 64, wg > 64 ? wg / 64 : 1};
+    size_t global[2] = {out, rows};
+    return ln_enqueue(ctx, k, 2, global, local, op);
+}
+
+ln_status ln_linear_host(ln_context *ctx, size_t rows, size_t in, size_t out, const float *x,
+                         const float *w, const float *bias, ln_epilogue epilogue,
+                         const float *residual, float *y)
+{
+    LN_CHECK_CTX(ctx);
+    if (!x || !w || !y || (epilogue != LN_EPILOGUE_NONE && !bias) ||
+        (epilogue == LN_EPILOGUE_BIAS_RESIDUAL && !residual))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "ln_linear_host: a host pointer the epilogue needs is NULL");
+    if (rows == 0 || in == 0 || out == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "ln_linear_host: rows (%zu), in (%zu) and out (%zu) must be > 0", rows, in,
+                       out);
+    cl_mem dx = NULL, dw = NULL, db = NULL, dr = NULL, dy = NULL;
+    const char *op = "ln_linear_host";
+    ln_status st = ln_buffer_from_host(ctx, x, rows * in * 4, &dx, op);
+    if (!st)
+        st = ln_buffer_from_host(ctx, w, out * in * 4, &dw, op);
+    if (!st && bias)
+        st = ln_buffer_from_host(ctx, bias, out * 4, &db, op);
+    if (!st && residual)
+        st = ln_buffer_from_host(ctx, residual, rows * out * 4, &dr, op);
+    if (!st)
+        st = ln_buffer_create(ctx, rows * out * 4, &dy, op);
+    if (!st)
+        st = ln_linear(ctx, rows, in, out, ln_dmat_of(dx, in), ln_dmat_of(dw, in), db, 0, epilogue,
+                       ln_dmat_of(dr, out), ln_dmat_of(dy, out));
+    if (!st)
+        st = ln_buffer_to_host(ctx, dy, y, rows * out * 4);
+    ln_buffer_release(ctx, dx);
+    ln_buffer_release(ctx, dw);
+    ln_buffer_release(ctx, db);
+    ln_buffer_release(ctx, dr);
+    ln_buffer_release(ctx, dy);
+    return st;
+}

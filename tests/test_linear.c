@@ -1,0 +1,182 @@
+/*
+ * test_linear.c: Linear through CLBlast and its epilogues (src/linear.c,
+ * cl/linear.cl) against float64, including strided column slices.
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reference y = epilogue(x W^T) in float64 over dense arrays. */
+static void ref_linear(size_t rows, size_t in, size_t out, const float *x, const float *w,
+                       const float *b, ln_epilogue ep, const float *res, double *y)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = 0; o < out; o++) {
+            double acc = 0;
+            for (size_t i = 0; i < in; i++)
+                acc += (double)x[r * in + i] * w[o * in + i];
+            if (ep != LN_EPILOGUE_NONE)
+                acc += b[o];
+            if (ep == LN_EPILOGUE_BIAS_GELU)
+                acc = tu_gelu(acc);
+            if (ep == LN_EPILOGUE_BIAS_RESIDUAL)
+                acc += res[r * out + o];
+            y[r * out + o] = acc;
+        }
+}
+
+static const char *ep_name[] = {"none", "bias", "bias+gelu", "bias+residual"};
+
+static void check_dense(ln_context *ctx, size_t rows, size_t in, size_t out, ln_epilogue ep,
+                        uint64_t *rng)
+{
+    float *x = tu_malloc(rows * in * 4), *w = tu_malloc(out * in * 4), *b = tu_malloc(out * 4),
+          *res = tu_malloc(rows * out * 4), *y = tu_malloc(rows * out * 4);
+    double *ref = tu_malloc(rows * out * 8);
+    tu_fill_normal(x, rows * in, 1.0f, rng);
+    tu_fill_linear(w, b, out, in, rng);
+    tu_fill_normal(res, rows * out, 1.0f, rng);
+    tu_assert_ok(ctx, ln_linear_host(ctx, rows, in, out, x, w, b, ep, res, y));
+    ref_linear(rows, in, out, x, w, b, ep, res, ref);
+    tu_assert_close(y, ref, rows * out, 1e-4, "linear %zux%zu->%zu %s", rows, in, out, ep_name[ep]);
+    free(x), free(w), free(b), free(res), free(y), free(ref);
+}
+
+START_TEST(linear_model_widths)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 10;
+    static const size_t widths[] = {64, 192, 384, 768};
+    static const size_t rows[] = {1, 37};
+    for (size_t a = 0; a < 4; a++)
+        for (size_t r = 0; r < 2; r++)
+            for (int ep = 0; ep <= LN_EPILOGUE_BIAS_RESIDUAL; ep++)
+                check_dense(ctx, rows[r], widths[a], widths[(a + 1 + (size_t)ep) % 4],
+                            (ln_epilogue)ep, &rng);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(linear_odd_sizes)
+{
+    /* Sizes that are no multiple of any work-group or GEMM tile size. */
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 11;
+    check_dense(ctx, 131, 33, 71, LN_EPILOGUE_BIAS_GELU, &rng);
+    check_dense(ctx, 3, 5, 7, LN_EPILOGUE_BIAS_RESIDUAL, &rng);
+    check_dense(ctx, 257, 1, 19, LN_EPILOGUE_BIAS, &rng);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+/* Output written into a column slice of a wider matrix (as a branch writes
+ * its slice of the fusion GEMM's input); residual both separate and the
+ * output itself. */
+START_TEST(linear_strided_slices)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 12;
+    const size_t rows = 53, in = 48, out = 40, ldx = 100, xoff = 30, ldy = 150, yoff = 70;
+    cl_context cl = ln_context_cl_context(ctx);
+    cl_command_queue q = ln_context_cl_queue(ctx);
+    for (int mode = 0; mode < 3; mode++) {
+        ln_epilogue ep = mode == 0 ? LN_EPILOGUE_BIAS_GELU : LN_EPILOGUE_BIAS_RESIDUAL;
+        bool in_place = mode == 2;
+        size_t xn = xoff + rows * ldx, yn = yoff + rows * ldy;
+        float *hx = tu_malloc(xn * 4), *hy = tu_malloc(yn * 4), *w = tu_malloc(out * in * 4),
+              *b = tu_malloc(out * 4), *res = tu_malloc(rows * out * 4);
+        tu_fill_normal(hx, xn, 1.0f, &rng);
+        tu_fill_normal(hy, yn, 1.0f, &rng);
+        tu_fill_linear(w, b, out, in, &rng);
+        tu_fill_normal(res, rows * out, 1.0f, &rng);
+        cl_int err;
+        cl_mem dx = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, xn * 4, hx, &err);
+        cl_mem dy = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, yn * 4, hy, &err);
+        cl_mem dw = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, out * in * 4, w, &err);
+        /* bias at an offset inside a larger buffer */
+        float *bb = tu_malloc((out + 5) * 4);
+        tu_fill(bb, out + 5, -1, 1, &rng);
+        memcpy(bb + 5, b, out * 4);
+        cl_mem db = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, (out + 5) * 4, bb, &err);
+        cl_mem dr = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, rows * out * 4, res, &err);
+        ln_dmat vx = {dx, xoff, ldx}, vy = {dy, yoff, ldy}, vw = {dw, 0, in}, vr = {dr, 0, out};
+        if (in_place) { /* residual is what y's slice held before */
+            vr = vy;
+            for (size_t r = 0; r < rows; r++)
+                for (size_t c = 0; c < out; c++)
+                    res[r * out + c] = hy[yoff + r * ldy + c];
+        }
+        tu_assert_ok(ctx, ln_linear(ctx, rows, in, out, vx, vw, db, 5, ep, vr, vy));
+        float *got = tu_malloc(yn * 4), *dense_y = tu_malloc(rows * out * 4),
+              *dense_x = tu_malloc(rows * in * 4);
+        double *ref = tu_malloc(rows * out * 8);
+        clEnqueueReadBuffer(q, dy, CL_TRUE, 0, yn * 4, got, 0, NULL, NULL);
+        for (size_t r = 0; r < rows; r++) {
+            for (size_t c = 0; c < in; c++)
+                dense_x[r * in + c] = hx[xoff + r * ldx + c];
+            for (size_t c = 0; c < out; c++)
+                dense_y[r * out + c] = got[yoff + r * ldy + c];
+        }
+        ref_linear(rows, in, out, dense_x, w, b, ep, res, ref);
+        tu_assert_close(dense_y, ref, rows * out, 1e-4, "strided linear mode %d", mode);
+        for (size_t i = 0; i < yn; i++) {
+            size_t rel = i < yoff ? 0 : i - yoff;
+            bool inside = i >= yoff && rel / ldy < rows && rel % ldy < out;
+            if (!inside)
+                ck_assert_msg(got[i] == hy[i], "element %zu outside the slice changed", i);
+        }
+        clReleaseMemObject(dx), clReleaseMemObject(dy), clReleaseMemObject(dw);
+        clReleaseMemObject(db), clReleaseMemObject(dr);
+        free(hx), free(hy), free(w), free(b), free(bb), free(res), free(got), free(dense_y);
+        free(dense_x), free(ref);
+    }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(linear_rejects_bad_input)
+{
+    ln_context *ctx = tu_context();
+    float x[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, w[12], b[4], y[16];
+    memcpy(w, x, sizeof(w));
+    memcpy(b, x, sizeof(b));
+    tu_assert_status(NULL, ln_linear_host(NULL, 3, 4, 3, x, w, b, LN_EPILOGUE_BIAS, NULL, y),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_linear_host(ctx, 0, 4, 3, x, w, b, LN_EPILOGUE_BIAS, NULL, y),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_linear_host(ctx, 3, 4, 3, x, w, NULL, LN_EPILOGUE_BIAS, NULL, y),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_linear_host(ctx, 3, 4, 3, x, w, b, LN_EPILOGUE_BIAS_RESIDUAL, NULL, y),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_linear_host(ctx, 3, 4, 3, x, w, b, (ln_epilogue)9, NULL, y),
+                     LN_ERROR_INVALID_ARGUMENT);
+    /* Device views too small for the stated sizes. */
+    cl_int err;
+    cl_mem m = clCreateBuffer(ln_context_cl_context(ctx), CL_MEM_READ_WRITE, 12 * 4, NULL, &err);
+    ln_dmat v = ln_dmat_of(m, 4);
+    tu_assert_status(ctx, ln_linear(ctx, 4, 4, 3, v, v, m, 0, LN_EPILOGUE_BIAS, v, v),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ln_dmat narrow = ln_dmat_of(m, 2);
+    tu_assert_status(ctx, ln_linear(ctx, 2, 4, 2, narrow, v, m, 0, LN_EPILOGUE_BIAS, v, v),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_linear(ctx, 2, 3, 2, ln_dmat_of(m, 3), ln_dmat_of(m, 3), m, 11,
+                                    LN_EPILOGUE_BIAS, v, ln_dmat_of(m, 2)),
+                     LN_ERROR_SHAPE_MISMATCH);
+    clReleaseMemObject(m);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("linear");
+    TCase *tc = tcase_create("linear");
+    tcase_add_test(tc, linear_model_widths);
+    tcase_add_test(tc, linear_odd_sizes);
+    tcase_add_test(tc, linear_strided_slices);
+    tcase_add_test(tc, linear_rejects_bad_input);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
