@@ -181,6 +181,124 @@ LN_API ln_status ln_positional_add_host(ln_context *ctx, size_t batch, size_t n,
                                         const float *w1, const float *b1, const float *w2,
                                         const float *b2, const float *x, float *out);
 
+/* ----------------------------------------------------- semantic attention */
+
+/* Layout shared by the attention calls: B sequences of n rows each are
+ * stacked as [B * n, .] row-major matrices (row b * n + i is position i of
+ * sequence b). A branch of width w has H = w / head_dim heads; head h is the
+ * column slice [h * head_dim, (h + 1) * head_dim) of q, k, v and out, so q,
+ * k and v may be column slices of one fused [B * n, 3w] qkv buffer (ld 3w)
+ * and out a slice of a wider matrix. unit is dense [B * n, d]: the unit
+ * concept vectors u = x / max(||x||, 1e-12). S is dense [B, n, n].
+ * temperature is H floats; lengths is B int32 values or NULL (all n): key j
+ * of sequence b is padding when j >= lengths[b]. Every query row is
+ * computed (padded query rows too, over the valid keys). */
+
+typedef enum ln_attention_mode {
+    LN_ATTENTION_AUTO = 0,          /* by the context's tuning and memory budget */
+    LN_ATTENTION_PRECOMPUTED_S = 1, /* read S (B n^2 floats) made by ln_similarity */
+    LN_ATTENTION_RECOMPUTE_S = 2    /* recompute S tiles from unit: O(B n d) memory */
+} ln_attention_mode;
+
+/* S[b] = u[b] u[b]^T: s is dense [B, n, n], one batched GEMM. */
+LN_API ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit,
+                               cl_mem s);
+
+/* The mode an AUTO call resolves to for this size: the context's tuned mode
+ * if it has one, else PRECOMPUTED_S while B n^2 floats fit the context's S
+ * budget, else RECOMPUTE_S. A caller running several attention calls on one
+ * S (branches, layers) asks once, and on PRECOMPUTED_S computes S once with
+ * ln_similarity and passes it to each call. Never returns AUTO. */
+LN_API ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
+                                                   size_t n);
+
+/* out = semantic attention over q, k, v (layout above), per head h and
+ * query i: softmax_j(q_i . k_j / sqrt(head_dim) + temperature[h] * S_ij)
+ * over the keys j < lengths[b], times v. One fused kernel; no n x n logits
+ * are stored.
+ *  - s: a precomputed S, or NULL. PRECOMPUTED_S with s NULL computes S into
+ *    a temporary buffer; AUTO with s given uses it; RECOMPUTE_S ignores s.
+ *  - unit may be NULL when s is given and mode is not RECOMPUTE_S.
+ *  - lengths on the device are trusted to lie in 1..n (values outside are
+ *    clamped into it, not reported); the host wrapper checks them.
+ *  - out must not overlap q, k, v, unit or s.
+ * head_dim may be any size (16, 32, 64, 96 and 128 are tested); width must
+ * be a multiple of it. */
+LN_API ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t width,
+                                       size_t head_dim, size_t d, ln_dmat q, ln_dmat k,
+                                       ln_dmat v, cl_mem unit, cl_mem s, cl_mem temperature,
+                                       cl_mem lengths, ln_attention_mode mode, ln_dmat out);
+
+/* Host-array wrapper (blocking): q, k, v and out dense [B * n, width], unit
+ * [B * n, d], temperature [H], lengths [B] or NULL; each lengths[b] must lie
+ * in 1..n (else LN_ERROR_INVALID_ARGUMENT). */
+LN_API ln_status ln_semantic_attention_host(ln_context *ctx, size_t batch, size_t n,
+                                            size_t width, size_t head_dim, size_t d,
+                                            const float *q, const float *k, const float *v,
+                                            const float *unit, const float *temperature,
+                                            const int32_t *lengths, ln_attention_mode mode,
+                                            float *out);
+
+/* ------------------------------------------------------------ the model */
+
+/* An LN encoder's weights on one context's device, with a workspace that is
+ * allocated once per (B, n) shape and reused across calls. */
+typedef struct ln_model ln_model;
+
+/* Constructor: reads a safetensors file saved from PyTorch
+ * (safetensors.torch.save_file(LNEncoder().state_dict(), path,
+ * metadata={"ln_config": json})). The configuration comes from the
+ * `ln_config` metadata, else from the tensor shapes (ln_eps then 1e-5); a
+ * contradiction, a missing or unexpected tensor, a wrong shape or dtype is
+ * an error naming it. F16 and BF16 weights are widened to float32. */
+LN_API ln_status ln_model_load(ln_context *ctx, const char *path, ln_model **out);
+
+/* Constructor: a model with seeded random weights drawn like PyTorch's
+ * default initialisation (Linear: weight and bias U(-1/sqrt(in),
+ * 1/sqrt(in)); LayerNorm: weight 1, bias 0; temperature 1), from ln-cl's
+ * own generator (so not PyTorch's numbers). config_json as the `ln_config`
+ * metadata; NULL means SPEC's defaults. */
+LN_API ln_status ln_model_create_seeded(ln_context *ctx, const char *config_json,
+                                        uint64_t seed, ln_model **out);
+
+/* Destructor; NULL is a no-op. Releases the weights and the workspace. */
+LN_API void ln_model_free(ln_model *model);
+
+/* The model's configuration as JSON ({"d_model": 384, ...}); returns the
+ * length, or -1 if cap (with the NUL) is too small. */
+LN_API int ln_model_config_json(const ln_model *model, char *buf, size_t cap);
+LN_API size_t ln_model_d_model(const ln_model *model);
+
+/* NaN and Inf in x or positions are rejected (LN_ERROR_NONFINITE_INPUT,
+ * naming the first bad element) before any device work: a transformer
+ * spreads one NaN over every row of its sequence, so propagating would
+ * silently poison valid outputs. */
+
+/* Encodes host arrays: x [B, n, d]; positions [B, n] or NULL for the
+ * default i / (n - 1); lengths [B] in 1..n or NULL for all n; writes out
+ * [B, n, d] (rows at padded positions are unspecified). Blocking. */
+LN_API ln_status ln_model_encode(ln_model *model, size_t batch, size_t n, const float *x,
+                                 const float *positions, const int32_t *lengths, float *out);
+
+/* The same on device buffers the caller owns: x and out dense [B * n, d]
+ * (out may be x), positions [B * n] or NULL, lengths B int32 or NULL
+ * (trusted to lie in 1..n). Non-blocking: ln_context_finish waits. No
+ * finiteness check (that would need a device-to-host copy). */
+LN_API ln_status ln_model_encode_device(ln_model *model, size_t batch, size_t n, cl_mem x,
+                                        cl_mem positions, cl_mem lengths, cl_mem out);
+
+/* The pieces on their own, on device buffers, using the model's weights:
+ * transformer block `branch` of layer `layer` updates z [B * n, w_branch]
+ * in place (a view, so it may be a column slice); the multi-scale
+ * processor of `layer` updates h [B * n, d] in place: h += F[z_1..z_K] + f.
+ * unit is [B * n, d] unit rows; s is a precomputed S [B, n, n] or NULL
+ * (then S tiles are recomputed inside attention). */
+LN_API ln_status ln_model_transformer_block(ln_model *model, int layer, int branch,
+                                            size_t batch, size_t n, ln_dmat z, cl_mem unit,
+                                            cl_mem s, cl_mem lengths);
+LN_API ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n,
+                                     cl_mem h, cl_mem unit, cl_mem s, cl_mem lengths);
+
 #ifdef __cplusplus
 }
 #endif

@@ -131,4 +131,11 @@ ln_status ln_check_view(ln_context *ctx, const char *op, const char *name, ln_dm
 ln_status ln_check_mem(ln_context *ctx, const char *op, const char *name, cl_mem mem,
                        size_t offset_floats, size_t floats);
 
+/* Semantic attention the straightforward way (src/attention.c): logits
+ * [H, n, n] per sequence by GEMM, softmax, P V by GEMM. For comparison. */
+ln_status ln_semantic_attention_naive(ln_context *ctx, size_t batch, size_t n, size_t width,
+                                      size_t head_dim, size_t d, ln_dmat q, ln_dmat k, ln_dmat v,
+                                      cl_mem unit, cl_mem s, cl_mem temperature, cl_mem lengths,
+                                      ln_dmat out);
+
 #endif

@@ -15,13 +15,13 @@ struct ln_embedded_kernel {
     size_t length;
 };
 extern const struct ln_embedded_kernel ln_embedded_kernels[];
-extern const size_t ln_embedded_kernel_count;
+extern const size_t ln_embedded_kernels_count;
 
 static void drop_kernels_of(ln_context *ctx, cl_program prog);
 
 const char *ln_kernel_source(const char *family, size_t *length)
 {
-    for (size_t i = 0; i < ln_embedded_kernel_count; i++)
+    for (size_t i = 0; i < ln_embedded_kernels_count; i++)
         if (strcmp(ln_embedded_kernels[i].family, family) == 0) {
             if (length)
                 *length = ln_embedded_kernels[i].length;

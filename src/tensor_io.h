@@ -18,6 +18,7 @@
 
 #include "ln.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,6 +61,13 @@ typedef struct ln_tensor_file {
 
 const char *ln_dtype_name(ln_dtype dtype); /* "F32", "I32", "I64" */
 size_t ln_dtype_size(ln_dtype dtype);
+
+/* Element count of a shape whose entries are all >= 0, or false when it
+ * exceeds SIZE_MAX / 8 (so count * any element size cannot overflow). A
+ * zero dimension anywhere gives 0, whatever the others are. */
+bool ln_shape_count(int ndim, const int64_t *shape, size_t *count);
+/* "[2, 3]" ("[]" for a scalar) into buf, for messages; returns buf. */
+const char *ln_shape_str(int ndim, const int64_t *shape, char *buf, size_t cap);
 
 /* Frees name and data and zeroes the struct; NULL is a no-op. */
 void ln_tensor_clear(ln_tensor *t);
@@ -108,8 +116,8 @@ ln_status ln_safetensors_write(ln_context *ctx, const char *path, const ln_tenso
 ln_status ln_npy_read(ln_context *ctx, const char *path, ln_tensor *out);
 ln_status ln_npy_parse(ln_context *ctx, const void *bytes, size_t size, const char *label,
                        ln_tensor *out);
-/* Writes a float32 C-order array of 1 to 3 dimensions as .npy 1.0 (2.0 if
- * the header would not fit), atomically. */
+/* Writes a float32 C-order array of 1 to 3 dimensions as .npy 1.0 ('<f4',
+ * header padded to 64 bytes as numpy does), atomically. */
 ln_status ln_npy_write(ln_context *ctx, const char *path, const float *data, int ndim,
                        const int64_t *shape);
 

@@ -1,0 +1,379 @@
+/*
+ * attention.c: semantic attention launched from cl/attention.cl: S = u u^T
+ * by one batched GEMM (ln_similarity), the choice between precomputing S
+ * and recomputing its tiles, the fused online-softmax kernel with a tile
+ * plan that fits the device's local memory, the host-array wrapper, and the
+ * straightforward path that materialises the logits (for comparison only).
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Columns of u staged per step when S tiles are recomputed: 64 keeps the
+ * u stage ((tile_q + tile_k) * 64 floats, 12 KiB at 16 x 32) no larger
+ * than the q, k, v stage of head_dim 64 it shares memory with. */
+#define ATTN_CHUNK_D 64
+
+/* Tile sizes and work-group size of one build of attention_fused. */
+typedef struct attn_plan {
+    bool recompute;
+    size_t tile_q, tile_k, chunk_d, wg, vec;
+} attn_plan;
+
+/* Local memory of the kernel in floats: its static tiles plus the three
+ * buffers sized here (cl/attention.cl names them). */
+static size_t plan_local_floats(const attn_plan *p, size_t heads, size_t head_dim)
+{
+    size_t stage = (p->tile_q + 2 * p->tile_k) * head_dim;
+    if (p->recompute && (p->tile_q + p->tile_k) * p->chunk_d > stage)
+        stage = (p->tile_q + p->tile_k) * p->chunk_d;
+    return p->tile_q * heads * head_dim /* acc */
+           + 2 * heads * p->tile_q      /* running max and sum */
+           + stage                      /* u chunks, then q, k^T, v of one head */
+           + 2 * p->tile_q * p->tile_k  /* s_tile, p_tile */
+           + p->tile_q;                 /* rescale */
+}
+
+/* The tuned tiles if they fit the device's local memory, else smaller ones:
+ * halve what costs the most (the u stage, the per-query accumulators or the
+ * key tiles) until the kernel fits. */
+static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_t head_dim,
+                            bool recompute, attn_plan *p)
+{
+    p->recompute = recompute;
+    p->tile_q = ctx->params.attn_tile_q ? ctx->params.attn_tile_q : 1;
+    p->tile_k = ctx->params.attn_tile_k ? ctx->params.attn_tile_k : 1;
+    p->chunk_d = ATTN_CHUNK_D;
+    const uint64_t budget = ctx->info.local_mem_bytes;
+    while ((uint64_t)plan_local_floats(p, heads, head_dim) * sizeof(float) > budget) {
+        const size_t qkv_stage = (p->tile_q + 2 * p->tile_k) * head_dim;
+        const size_t u_stage = (p->tile_q + p->tile_k) * p->chunk_d;
+        if (recompute && u_stage > qkv_stage && p->chunk_d > 8)
+            p->chunk_d /= 2;
+        else if (p->tile_q > 1 && (p->tile_q * heads * head_dim >= 2 * p->tile_k * head_dim ||
+                                   p->tile_k == 1))
+            p->tile_q /= 2;
+        else if (p->tile_k > 1)
+            p->tile_k /= 2;
+        else if (recompute && p->chunk_d > 1)
+            p->chunk_d /= 2;
+        else
+            return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                           "%s: %zu heads of %zu need %zu bytes of local memory even with "
+                           "1 x 1 tiles; the device has %llu",
+                           op, heads, head_dim, plan_local_floats(p, heads, head_dim) * sizeof(float),
+                           (unsigned long long)budget);
+    }
+    /* Inner loops run on vectors of the device's preferred float width
+     * that divide the key tile and the head. */
+    cl_uint preferred = 1;
+    clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(preferred),
+                    &preferred, NULL);
+    if (getenv("XVEC")) preferred = atoi(getenv("XVEC"));
+    p->vec = 16;
+    while (p->vec > 1 && (p->vec > preferred || p->tile_k % p->vec || head_dim % p->vec))
+        p->vec /= 2;
+    /* One work-item per 8 logits of a tile: 64 items at 16 x 32 on a CPU. */
+    size_t wg = p->tile_q * p->tile_k / 8;
+    if (getenv("XWG")) wg = atoi(getenv("XWG"));
+    if (wg > ctx->params.wg_elementwise)
+        wg = ctx->params.wg_elementwise;
+    if (wg > ctx->info.max_work_group_size)
+        wg = ctx->info.max_work_group_size;
+    p->wg = wg ? wg : 1;
+    return LN_SUCCESS;
+}
+
+/* Builds attention_fused for the plan. The kernel declares its work-group
+ * size (reqd_work_group_size), so a device that allows fewer work-items
+ * for it gets a rebuild with the largest power of two it allows. */
+static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_kernel *out)
+{
+    for (;;) {
+        char options[256];
+        snprintf(options, sizeof(options),
+                 "-DATTN_TILE_Q=%zu -DATTN_TILE_K=%zu -DATTN_CHUNK_D=%zu -DATTN_WG=%zu "
+                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_RECOMPUTE_S=%d",
+                 p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->recompute ? 1 : 0);
+        ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);
+        if (st)
+            return st;
+        if (ln_kernel_wg_size(ctx, *out, p->wg, false) >= p->wg)
+            return LN_SUCCESS;
+        p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
+    }
+}
+
+static bool is_mode(ln_attention_mode mode)
+{
+    return mode == LN_ATTENTION_AUTO || mode == LN_ATTENTION_PRECOMPUTED_S ||
+           mode == LN_ATTENTION_RECOMPUTE_S;
+}
+
+/* Whether S = B n^2 floats can exist on this device at all: one
+ * allocation, 32-bit kernel indices. */
+static bool s_fits_device(const ln_context *ctx, size_t batch, size_t n)
+{
+    double floats = (double)batch * (double)n * (double)n;
+    return floats <= (double)UINT_MAX &&
+           floats * sizeof(float) <= (double)ctx->info.max_alloc_bytes;
+}
+
+ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch, size_t n)
+{
+    if (!ctx || !s_fits_device(ctx, batch, n))
+        return LN_ATTENTION_RECOMPUTE_S;
+    if (ctx->params.attn_mode == LN_ATTENTION_PRECOMPUTED_S ||
+        ctx->params.attn_mode == LN_ATTENTION_RECOMPUTE_S)
+        return (ln_attention_mode)ctx->params.attn_mode;
+    double bytes = (double)batch * (double)n * (double)n * sizeof(float);
+    return bytes <= (double)ctx->params.attn_s_budget_bytes ? LN_ATTENTION_PRECOMPUTED_S
+                                                            : LN_ATTENTION_RECOMPUTE_S;
+}
+
+ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit, cl_mem s)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_similarity";
+    if (batch == 0 || n == 0 || d == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: batch (%zu), n (%zu) and d (%zu) must be > 0", op, batch, n, d);
+    ln_status st;
+    if ((st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * d)) ||
+        (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n)))
+        return st;
+    return ln_gemm_batched(ctx, false, true, n, n, d, 1.0f, ln_dmat_of(unit, d), n * d,
+                           ln_dmat_of(unit, d), n * d, 0.0f, ln_dmat_of(s, n), n * n, batch, op);
+}
+
+static ln_status check_sizes(ln_context *ctx, const char *op, size_t batch, size_t n,
+                             size_t width, size_t head_dim, size_t d)
+{
+    if (batch == 0 || n == 0 || width == 0 || head_dim == 0 || d == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: batch (%zu), n (%zu), width (%zu), head_dim (%zu) and d (%zu) "
+                       "must be > 0",
+                       op, batch, n, width, head_dim, d);
+    if (width % head_dim != 0)
+        return ln_fail(ctx, LN_ERROR_SHAPE_MISMATCH,
+                       "%s: width %zu is not a multiple of head_dim %zu", op, width, head_dim);
+    return LN_SUCCESS;
+}
+
+/* Checks shared by the fused and the materialising paths. */
+static ln_status check_attention(ln_context *ctx, const char *op, size_t batch, size_t n,
+                                 size_t width, size_t head_dim, size_t d, ln_dmat q, ln_dmat k,
+                                 ln_dmat v, cl_mem unit, bool need_unit, cl_mem s,
+                                 cl_mem temperature, cl_mem lengths, ln_dmat out)
+{
+    ln_status st = check_sizes(ctx, op, batch, n, width, head_dim, d);
+    if (st)
+        return st;
+    const size_t rows = batch * n;
+    if ((st = ln_check_view(ctx, op, "q", q, rows, width)) ||
+        (st = ln_check_view(ctx, op, "k", k, rows, width)) ||
+        (st = ln_check_view(ctx, op, "v", v, rows, width)) ||
+        (st = ln_check_view(ctx, op, "out", out, rows, width)) ||
+        (st = ln_check_mem(ctx, op, "temperature", temperature, 0, width / head_dim)))
+        return st;
+    if (need_unit && (st = ln_check_mem(ctx, op, "unit", unit, 0, rows * d)))
+        return st;
+    if (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n)))
+        return st;
+    /* int32 and float have one size: ln_check_mem counts 4-byte elements. */
+    if (lengths && (st = ln_check_mem(ctx, op, "lengths", lengths, 0, batch)))
+        return st;
+    const ln_dmat views[] = {q, k, v, out};
+    for (size_t i = 0; i < 4; i++)
+        if ((double)views[i].offset + (double)rows * (double)views[i].ld > (double)UINT_MAX)
+            return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                           "%s: a [%zu, %zu] view with ld %zu exceeds 2^32 elements", op, rows,
+                           width, views[i].ld);
+    if ((double)rows * (double)d > (double)UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: unit [%zu, %zu] exceeds 2^32 elements",
+                       op, rows, d);
+    return LN_SUCCESS;
+}
+
+static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, size_t n,
+                              size_t width, size_t head_dim, size_t d, ln_dmat q, ln_dmat k,
+                              ln_dmat v, cl_mem sim_source, bool recompute, cl_mem temperature,
+                              cl_mem lengths, ln_dmat out)
+{
+    const size_t heads = width / head_dim;
+    attn_plan plan;
+    cl_kernel kern;
+    ln_status st;
+    if ((st = plan_fused(ctx, op, heads, head_dim, recompute, &plan)) ||
+        (st = fused_kernel(ctx, &plan, head_dim, &kern)))
+        return st;
+    size_t stage = (plan.tile_q + 2 * plan.tile_k) * head_dim;
+    if (recompute && (plan.tile_q + plan.tile_k) * plan.chunk_d > stage)
+        stage = (plan.tile_q + plan.tile_k) * plan.chunk_d;
+    const cl_uint un = (cl_uint)n, uheads = (cl_uint)heads, ud = (cl_uint)d;
+    const cl_uint qo = (cl_uint)q.offset, qld = (cl_uint)q.ld, ko = (cl_uint)k.offset,
+                  kld = (cl_uint)k.ld, vo = (cl_uint)v.offset, vld = (cl_uint)v.ld,
+                  oo = (cl_uint)out.offset, old = (cl_uint)out.ld;
+    const cl_uint has_lengths = lengths != NULL;
+    const float scale = (float)(1.0 / sqrt((double)head_dim));
+    if ((st = ln_set_args(ctx, kern, op, LN_ARG(un), LN_ARG(uheads), LN_ARG(ud), LN_ARG(q.mem),
+                          LN_ARG(qo), LN_ARG(qld), LN_ARG(k.mem), LN_ARG(ko), LN_ARG(kld),
+                          LN_ARG(v.mem), LN_ARG(vo), LN_ARG(vld), LN_ARG(sim_source),
+                          LN_ARG(temperature), LN_ARG(lengths), LN_ARG(has_lengths),
+                          LN_ARG(scale), LN_ARG(out.mem), LN_ARG(oo), LN_ARG(old),
+                          LN_LOCAL(plan.tile_q * width * sizeof(float)),
+                          LN_LOCAL(2 * heads * plan.tile_q * sizeof(float)),
+                          LN_LOCAL(stage * sizeof(float)), LN_ARGS_END)))
+        return st;
+    const size_t groups = batch * ((n + plan.tile_q - 1) / plan.tile_q);
+    const size_t global = groups * plan.wg;
+    return ln_enqueue(ctx, kern, 1, &global, &plan.wg, op);
+}
+
+ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t width,
+                                size_t head_dim, size_t d, ln_dmat q, ln_dmat k, ln_dmat v,
+                                cl_mem unit, cl_mem s, cl_mem temperature, cl_mem lengths,
+                                ln_attention_mode mode, ln_dmat out)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_semantic_attention";
+    if (!is_mode(mode))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: mode %d is not an ln_attention_mode",
+                       op, (int)mode);
+    if (mode == LN_ATTENTION_AUTO)
+        mode = s ? LN_ATTENTION_PRECOMPUTED_S : ln_attention_resolve_mode(ctx, batch, n);
+    const bool recompute = mode == LN_ATTENTION_RECOMPUTE_S;
+    if (recompute)
+        s = NULL;
+    ln_status st = check_attention(ctx, op, batch, n, width, head_dim, d, q, k, v, unit, !s,
+                                   s, temperature, lengths, out);
+    if (st)
+        return st;
+    if (recompute)
+        return launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, unit, true,
+                            temperature, lengths, out);
+    if (!s_fits_device(ctx, batch, n))
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                       "%s: S for batch %zu, n %zu does not fit one allocation with 32-bit "
+                       "indices; use LN_ATTENTION_RECOMPUTE_S",
+                       op, batch, n);
+    if (s)
+        return launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, s, false,
+                            temperature, lengths, out);
+    cl_mem own_s;
+    if ((st = ln_buffer_create(ctx, batch * n * n * sizeof(float), &own_s, op)))
+        return st;
+    st = ln_similarity(ctx, batch, n, d, unit, own_s);
+    if (!st)
+        st = launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, own_s, false,
+                          temperature, lengths, out);
+    ln_buffer_release(ctx, own_s); /* OpenCL keeps it until the kernel is done */
+    return st;
+}
+
+ln_status ln_semantic_attention_host(ln_context *ctx, size_t batch, size_t n, size_t width,
+                                     size_t head_dim, size_t d, const float *q, const float *k,
+                                     const float *v, const float *unit,
+                                     const float *temperature, const int32_t *lengths,
+                                     ln_attention_mode mode, float *out)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_semantic_attention_host";
+    if (!q || !k || !v || !unit || !temperature || !out)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: a host pointer is NULL", op);
+    ln_status st = check_sizes(ctx, op, batch, n, width, head_dim, d);
+    if (st)
+        return st;
+    if (lengths)
+        for (size_t b = 0; b < batch; b++)
+            if (lengths[b] < 1 || (uint64_t)lengths[b] > n)
+                return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                               "%s: lengths[%zu] = %d is outside 1..n (n = %zu)", op, b,
+                               (int)lengths[b], n);
+    const size_t rows = batch * n, mat = rows * width * sizeof(float);
+    cl_mem dq = NULL, dk = NULL, dv = NULL, du = NULL, dt = NULL, dl = NULL, dout = NULL;
+    st = ln_buffer_from_host(ctx, q, mat, &dq, op);
+    if (!st)
+        st = ln_buffer_from_host(ctx, k, mat, &dk, op);
+    if (!st)
+        st = ln_buffer_from_host(ctx, v, mat, &dv, op);
+    if (!st)
+        st = ln_buffer_from_host(ctx, unit, rows * d * sizeof(float), &du, op);
+    if (!st)
+        st = ln_buffer_from_host(ctx, temperature, width / head_dim * sizeof(float), &dt, op);
+    if (!st && lengths)
+        st = ln_buffer_from_host(ctx, lengths, batch * sizeof(int32_t), &dl, op);
+    if (!st)
+        st = ln_buffer_create(ctx, mat, &dout, op);
+    if (!st)
+        st = ln_semantic_attention(ctx, batch, n, width, head_dim, d, ln_dmat_of(dq, width),
+                                   ln_dmat_of(dk, width), ln_dmat_of(dv, width), du, NULL, dt,
+                                   dl, mode, ln_dmat_of(dout, width));
+    if (!st)
+        st = ln_buffer_to_host(ctx, dout, out, mat);
+    ln_buffer_release(ctx, dq);
+    ln_buffer_release(ctx, dk);
+    ln_buffer_release(ctx, dv);
+    ln_buffer_release(ctx, du);
+    ln_buffer_release(ctx, dt);
+    ln_buffer_release(ctx, dl);
+    ln_buffer_release(ctx, dout);
+    return st;
+}
+
+/* The straightforward path, one sequence at a time: logits [H, n, n] =
+ * Q K^T * scale by a batched GEMM over heads (head h is a column slice, so
+ * consecutive heads are head_dim floats apart), the softmax kernel adds
+ * temperature * S and masks, then out = P V by a second batched GEMM. */
+ln_status ln_semantic_attention_naive(ln_context *ctx, size_t batch, size_t n, size_t width,
+                                      size_t head_dim, size_t d, ln_dmat q, ln_dmat k, ln_dmat v,
+                                      cl_mem unit, cl_mem s, cl_mem temperature, cl_mem lengths,
+                                      ln_dmat out)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_semantic_attention_naive";
+    ln_status st = check_attention(ctx, op, batch, n, width, head_dim, d, q, k, v, unit, !s, s,
+                                   temperature, lengths, out);
+    if (st)
+        return st;
+    const size_t heads = width / head_dim;
+    if (!s_fits_device(ctx, batch, n) || !s_fits_device(ctx, heads, n))
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: S or the logits of %zu heads x %zu^2 "
+                       "do not fit one allocation", op, heads, n);
+    cl_kernel softmax;
+    if ((st = ln_kernel_get(ctx, "attention", "", "attention_naive_softmax", &softmax)))
+        return st;
+    const size_t wg = ln_kernel_wg_size(ctx, softmax, ctx->params.wg_layernorm, true);
+    cl_mem own_s = NULL, logits = NULL;
+    if (!s && !(st = ln_buffer_create(ctx, batch * n * n * sizeof(float), &own_s, op)))
+        st = ln_similarity(ctx, batch, n, d, unit, own_s);
+    if (!st)
+        st = ln_buffer_create(ctx, heads * n * n * sizeof(float), &logits, op);
+    const cl_mem sim = s ? s : own_s;
+    const float scale = (float)(1.0 / sqrt((double)head_dim));
+    const cl_uint un = (cl_uint)n, uheads = (cl_uint)heads, has_lengths = lengths != NULL;
+    for (size_t b = 0; b < batch && !st; b++) {
+        const ln_dmat qb = {q.mem, q.offset + b * n * q.ld, q.ld};
+        const ln_dmat kb = {k.mem, k.offset + b * n * k.ld, k.ld};
+        const ln_dmat vb = {v.mem, v.offset + b * n * v.ld, v.ld};
+        const ln_dmat ob = {out.mem, out.offset + b * n * out.ld, out.ld};
+        const ln_dmat lg = ln_dmat_of(logits, n);
+        const cl_uint ub = (cl_uint)b, sim_off = (cl_uint)(b * n * n);
+        const size_t global = heads * n * wg;
+        if (!(st = ln_gemm_batched(ctx, false, true, n, n, head_dim, scale, qb, head_dim, kb,
+                                   head_dim, 0.0f, lg, n * n, heads, op)) &&
+            !(st = ln_set_args(ctx, softmax, op, LN_ARG(un), LN_ARG(uheads), LN_ARG(ub),
+                               LN_ARG(logits), LN_ARG(sim), LN_ARG(sim_off), LN_ARG(temperature),
+                               LN_ARG(lengths), LN_ARG(has_lengths),
+                               LN_LOCAL(wg * sizeof(float)), LN_ARGS_END)) &&
+            !(st = ln_enqueue(ctx, softmax, 1, &global, &wg, op)))
+            st = ln_gemm_batched(ctx, false, false, n, head_dim, n, 1.0f, lg, n * n, vb,
+                                 head_dim, 0.0f, ob, head_dim, heads, op);
+    }
+    ln_buffer_release(ctx, own_s);
+    ln_buffer_release(ctx, logits);
+    return st;
+}

@@ -1,0 +1,656 @@
+/*
+ * model.c: the LN encoder on the device: weights uploaded once (q, k, v and
+ * every branch projection concatenated so each is one GEMM), a workspace
+ * allocated once per (B, n) and reused, and the forward pass of SPEC.md
+ * with its fusions: S computed once per forward (or recomputed inside
+ * attention), each branch working in its column slice of the buffer the
+ * fusion GEMM reads, residual adds riding on GEMM epilogues.
+ */
+#include "internal.h"
+#include "config.h"
+#include "tensor_io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct branch_weights {
+    size_t width, heads, ffn_width;
+    cl_mem ln1_g, ln1_b, qkv_w, qkv_b, out_w, out_b, temperature;
+    cl_mem ln2_g, ln2_b, ffn1_w, ffn1_b, ffn2_w, ffn2_b;
+} branch_weights;
+
+typedef struct layer_weights {
+    cl_mem proj_w, proj_b; /* all branch projections: [sum(scales), d] */
+    cl_mem fusion_w, fusion_b;
+    branch_weights branch[LN_MAX_SCALES];
+    size_t column[LN_MAX_SCALES]; /* branch k's first column in zcat */
+} layer_weights;
+
+/* Device buffers for one (B, n); see ensure_workspace for sizes. */
+typedef struct workspace {
+    size_t batch, n;
+    ln_attention_mode mode;
+    cl_mem x, positions, lengths, out; /* host-path staging */
+    cl_mem unit, s, h, zcat, a, qkv, f;
+} workspace;
+
+struct ln_model {
+    ln_context *ctx;
+    ln_model_config cfg;
+    size_t d, sum_scales, max_width, max_ffn;
+    cl_mem pos_w1, pos_b1, pos_w2, pos_b2, final_g, final_b;
+    layer_weights *layers;
+    workspace ws;
+};
+
+/* ------------------------------------------------------------ weights */
+
+static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const char **names,
+                               int count, cl_mem *out)
+{
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        const ln_tensor *t = ln_tensor_file_find(file, names[i]);
+        if (!t)
+            return ln_fail(m->ctx, LN_ERROR_BAD_FILE, "weights: tensor %s is missing", names[i]);
+        total += t->count;
+    }
+    float *host = malloc(total * sizeof(float) + 1);
+    if (!host)
+        return ln_fail(m->ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "weights: out of host memory");
+    size_t at = 0;
+    for (int i = 0; i < count; i++) {
+        const ln_tensor *t = ln_tensor_file_find(file, names[i]);
+        memcpy(host + at, t->data, t->count * sizeof(float));
+        at += t->count;
+    }
+    ln_status st = ln_buffer_from_host(m->ctx, host, total * sizeof(float), out, names[0]);
+    if (!st) /* the upload is asynchronous; host must outlive it */
+        st = ln_context_finish(m->ctx);
+    free(host);
+    return st;
+}
+
+static ln_status upload(ln_model *m, const ln_tensor_file *file, const char *name, cl_mem *out)
+{
+    return upload_concat(m, file, &name, 1, out);
+}
+
+static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
+{
+    layer_weights *L = &m->layers[l];
+    char names[LN_MAX_SCALES][96];
+    const char *ptrs[LN_MAX_SCALES];
+    ln_status st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        snprintf(names[k], sizeof(names[k]), "layers.%d.projections.%d.weight", l, k);
+        ptrs[k] = names[k];
+    }
+    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, &L->proj_w)))
+        return st;
+    for (int k = 0; k < m->cfg.n_scales; k++)
+        snprintf(names[k], sizeof(names[k]), "layers.%d.projections.%d.bias", l, k);
+    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, &L->proj_b)))
+        return st;
+    char n1[96], n2[96];
+    snprintf(n1, sizeof(n1), "layers.%d.fusion.weight", l);
+    snprintf(n2, sizeof(n2), "layers.%d.fusion.bias", l);
+    if ((st = upload(m, file, n1, &L->fusion_w)) || (st = upload(m, file, n2, &L->fusion_b)))
+        return st;
+    size_t column = 0;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        branch_weights *B = &L->branch[k];
+        B->width = (size_t)m->cfg.scales[k];
+        B->heads = B->width / (size_t)m->cfg.head_dim;
+        B->ffn_width = B->width * (size_t)m->cfg.ffn_mult;
+        L->column[k] = column;
+        column += B->width;
+        char p[64], a[128], b[128], c[128];
+        snprintf(p, sizeof(p), "layers.%d.processors.%d.", l, k);
+        struct {
+            const char *suffix;
+            cl_mem *dst;
+        } single[] = {
+            {"ln1.weight", &B->ln1_g},      {"ln1.bias", &B->ln1_b},
+            {"attn.out_proj.weight", &B->out_w}, {"attn.out_proj.bias", &B->out_b},
+            {"attn.temperature", &B->temperature}, {"ln2.weight", &B->ln2_g},
+            {"ln2.bias", &B->ln2_b},        {"ffn.0.weight", &B->ffn1_w},
+            {"ffn.0.bias", &B->ffn1_b},     {"ffn.2.weight", &B->ffn2_w},
+            {"ffn.2.bias", &B->ffn2_b},
+        };
+        for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++) {
+            snprintf(a, sizeof(a), "%s%s", p, single[i].suffix);
+            if ((st = upload(m, file, a, single[i].dst)))
+                return st;
+        }
+        /* q, k and v of a branch are one GEMM against [3w, w]. */
+        for (int bias = 0; bias < 2; bias++) {
+            const char *kind = bias ? "bias" : "weight";
+            snprintf(a, sizeof(a), "%sattn.q_proj.%s", p, kind);
+            snprintf(b, sizeof(b), "%sattn.k_proj.%s", p, kind);
+            snprintf(c, sizeof(c), "%sattn.v_proj.%s", p, kind);
+            const char *qkv[3] = {a, b, c};
+            if ((st = upload_concat(m, file, qkv, 3, bias ? &B->qkv_b : &B->qkv_w)))
+                return st;
+        }
+    }
+    return LN_SUCCESS;
+}
+
+static void release_weights(ln_model *m)
+{
+    ln_context *ctx = m->ctx;
+    cl_mem top[] = {m->pos_w1, m->pos_b1, m->pos_w2, m->pos_b2, m->final_g, m->final_b};
+    for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++)
+        ln_buffer_release(ctx, top[i]);
+    if (!m->layers)
+        return;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        layer_weights *L = &m->layers[l];
+        ln_buffer_release(ctx, L->proj_w);
+        ln_buffer_release(ctx, L->proj_b);
+        ln_buffer_release(ctx, L->fusion_w);
+        ln_buffer_release(ctx, L->fusion_b);
+        for (int k = 0; k < m->cfg.n_scales; k++) {
+            branch_weights *B = &L->branch[k];
+            cl_mem all[] = {B->ln1_g, B->ln1_b, B->qkv_w, B->qkv_b, B->out_w, B->out_b,
+                            B->temperature, B->ln2_g, B->ln2_b, B->ffn1_w, B->ffn1_b,
+                            B->ffn2_w, B->ffn2_b};
+            for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+                ln_buffer_release(ctx, all[i]);
+        }
+    }
+    free(m->layers);
+}
+
+static void release_workspace(ln_model *m)
+{
+    workspace *w = &m->ws;
+    cl_mem all[] = {w->x, w->positions, w->lengths, w->out, w->unit, w->s, w->h, w->zcat,
+                    w->a, w->qkv, w->f};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        ln_buffer_release(m->ctx, all[i]);
+    memset(w, 0, sizeof(*w));
+}
+
+void ln_model_free(ln_model *model)
+{
+    if (!model)
+        return;
+    if (model->ctx) {
+        clFinish(model->ctx->queue);
+        release_workspace(model);
+        release_weights(model);
+    }
+    free(model);
+}
+
+/* Builds a model from a validated tensor set. */
+static ln_status model_from_tensors(ln_context *ctx, const ln_tensor_file *file,
+                                    ln_model **out)
+{
+    ln_model_config cfg;
+    ln_status st;
+    if ((st = ln_config_resolve(ctx, file, &cfg)) || (st = ln_config_check_tensors(ctx, file, &cfg)))
+        return st;
+    ln_model *m = calloc(1, sizeof(*m));
+    if (!m)
+        return ln_fail(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "ln_model: out of host memory");
+    m->ctx = ctx;
+    m->cfg = cfg;
+    m->d = (size_t)cfg.d_model;
+    for (int k = 0; k < cfg.n_scales; k++) {
+        size_t w = (size_t)cfg.scales[k];
+        m->sum_scales += w;
+        if (w > m->max_width)
+            m->max_width = w;
+    }
+    m->max_ffn = m->max_width * (size_t)cfg.ffn_mult;
+    m->layers = calloc((size_t)cfg.n_layers, sizeof(layer_weights));
+    if (!m->layers) {
+        free(m);
+        return ln_fail(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "ln_model: out of host memory");
+    }
+    if (!(st = upload(m, file, "pos.position_mlp.0.weight", &m->pos_w1)) &&
+        !(st = upload(m, file, "pos.position_mlp.0.bias", &m->pos_b1)) &&
+        !(st = upload(m, file, "pos.position_mlp.2.weight", &m->pos_w2)) &&
+        !(st = upload(m, file, "pos.position_mlp.2.bias", &m->pos_b2)) &&
+        !(st = upload(m, file, "final_norm.weight", &m->final_g)) &&
+        !(st = upload(m, file, "final_norm.bias", &m->final_b)))
+        for (int l = 0; l < cfg.n_layers && !st; l++)
+            st = upload_layer(m, file, l);
+    if (st) {
+        char keep[LN_ERRMSG_MAX];
+        memcpy(keep, ctx->error, sizeof(keep));
+        ln_model_free(m);
+        memcpy(ctx->error, keep, sizeof(keep));
+        return st;
+    }
+    *out = m;
+    return LN_SUCCESS;
+}
+
+ln_status ln_model_load(ln_context *ctx, const char *path, ln_model **out)
+{
+    LN_CHECK_CTX(ctx);
+    if (!path || !out)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_model_load: path or out is NULL");
+    *out = NULL;
+    ln_tensor_file *file = NULL;
+    ln_status st = ln_safetensors_read(ctx, path, &file);
+    if (!st) {
+        st = model_from_tensors(ctx, file, out);
+        if (st && !strstr(ctx->error, path)) {
+            char keep[LN_ERRMSG_MAX];
+            memcpy(keep, ctx->error, sizeof(keep));
+            ln_fail(ctx, st, "%s: %s", path, keep);
+        }
+    }
+    ln_tensor_file_free(file);
+    return st;
+}
+
+/* splitmix64: a small, well-mixed generator for the seeded weights. */
+static double next_uniform(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+/* Adds Linear(in, out) weights named prefix.weight / prefix.bias, drawn as
+ * PyTorch's default init: U(-1/sqrt(in), 1/sqrt(in)) for both. */
+static ln_status add_linear(ln_context *ctx, ln_tensor_file *f, const char *prefix, size_t out,
+                            size_t in, uint64_t *rng)
+{
+    float *buf = malloc(out * in * sizeof(float));
+    if (!buf)
+        return ln_fail(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "seeded model: out of host memory");
+    double bound = 1.0 / sqrt((double)in);
+    char name[128];
+    int64_t shape[2] = {(int64_t)out, (int64_t)in};
+    for (size_t i = 0; i < out * in; i++)
+        buf[i] = (float)((2.0 * next_uniform(rng) - 1.0) * bound);
+    snprintf(name, sizeof(name), "%s.weight", prefix);
+    ln_status st = ln_tensor_file_add(ctx, f, name, LN_DT_F32, 2, shape, buf);
+    for (size_t i = 0; i < out && !st; i++)
+        buf[i] = (float)((2.0 * next_uniform(rng) - 1.0) * bound);
+    snprintf(name, sizeof(name), "%s.bias", prefix);
+    if (!st)
+        st = ln_tensor_file_add(ctx, f, name, LN_DT_F32, 1, shape, buf);
+    free(buf);
+    return st;
+}
+
+static ln_status add_constant(ln_context *ctx, ln_tensor_file *f, const char *name, size_t count,
+                              float value)
+{
+    float *buf = malloc(count * sizeof(float));
+    if (!buf)
+        return ln_fail(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "seeded model: out of host memory");
+    for (size_t i = 0; i < count; i++)
+        buf[i] = value;
+    int64_t shape[1] = {(int64_t)count};
+    ln_status st = ln_tensor_file_add(ctx, f, name, LN_DT_F32, 1, shape, buf);
+    free(buf);
+    return st;
+}
+
+static ln_status add_layernorm(ln_context *ctx, ln_tensor_file *f, const char *prefix, size_t w)
+{
+    char a[128], b[128];
+    snprintf(a, sizeof(a), "%s.weight", prefix);
+    snprintf(b, sizeof(b), "%s.bias", prefix);
+    ln_status st = add_constant(ctx, f, a, w, 1.0f);
+    return st ? st : add_constant(ctx, f, b, w, 0.0f);
+}
+
+static ln_status seeded_tensors(ln_context *ctx, const ln_model_config *c, uint64_t seed,
+                                ln_tensor_file *f)
+{
+    uint64_t rng = seed;
+    size_t d = (size_t)c->d_model, sum = 0;
+    ln_status st;
+    if ((st = add_linear(ctx, f, "pos.position_mlp.0", (size_t)c->pos_hidden, 1, &rng)) ||
+        (st = add_linear(ctx, f, "pos.position_mlp.2", d, (size_t)c->pos_hidden, &rng)))
+        return st;
+    for (int k = 0; k < c->n_scales; k++)
+        sum += (size_t)c->scales[k];
+    for (int l = 0; l < c->n_layers; l++) {
+        char p[128];
+        for (int k = 0; k < c->n_scales; k++) {
+            size_t w = (size_t)c->scales[k], ffn = w * (size_t)c->ffn_mult;
+            snprintf(p, sizeof(p), "layers.%d.projections.%d", l, k);
+            if ((st = add_linear(ctx, f, p, w, d, &rng)))
+                return st;
+            static const char *attn[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+            for (int i = 0; i < 4; i++) {
+                snprintf(p, sizeof(p), "layers.%d.processors.%d.attn.%s", l, k, attn[i]);
+                if ((st = add_linear(ctx, f, p, w, w, &rng)))
+                    return st;
+            }
+            snprintf(p, sizeof(p), "layers.%d.processors.%d.attn.temperature", l, k);
+            if ((st = add_constant(ctx, f, p, w / (size_t)c->head_dim, 1.0f)))
+                return st;
+            snprintf(p, sizeof(p), "layers.%d.processors.%d.ln1", l, k);
+            if ((st = add_layernorm(ctx, f, p, w)))
+                return st;
+            snprintf(p, sizeof(p), "layers.%d.processors.%d.ln2", l, k);
+            if ((st = add_layernorm(ctx, f, p, w)))
+                return st;
+            snprintf(p, sizeof(p), "layers.%d.processors.%d.ffn.0", l, k);
+            if ((st = add_linear(ctx, f, p, ffn, w, &rng)))
+                return st;
+            snprintf(p, sizeof(p), "layers.%d.processors.%d.ffn.2", l, k);
+            if ((st = add_linear(ctx, f, p, w, ffn, &rng)))
+                return st;
+        }
+        snprintf(p, sizeof(p), "layers.%d.fusion", l);
+        if ((st = add_linear(ctx, f, p, d, sum, &rng)))
+            return st;
+    }
+    return add_layernorm(ctx, f, "final_norm", d);
+}
+
+ln_status ln_model_create_seeded(ln_context *ctx, const char *config_json, uint64_t seed,
+                                 ln_model **out)
+{
+    LN_CHECK_CTX(ctx);
+    if (!out)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_model_create_seeded: out is NULL");
+    *out = NULL;
+    ln_model_config cfg;
+    ln_status st;
+    if (config_json)
+        st = ln_config_from_json(ctx, config_json, &cfg);
+    else {
+        ln_config_default(&cfg);
+        st = ln_config_validate(ctx, &cfg);
+    }
+    if (st)
+        return st;
+    ln_tensor_file *f = NULL;
+    if ((st = ln_tensor_file_create(ctx, &f)))
+        return st;
+    char json[1024];
+    if (!(st = seeded_tensors(ctx, &cfg, seed, f)) &&
+        !(st = ln_config_to_json(ctx, &cfg, json, sizeof(json))) &&
+        !(st = ln_tensor_file_set_metadata(ctx, f, LN_CONFIG_METADATA_KEY, json)))
+        st = model_from_tensors(ctx, f, out);
+    ln_tensor_file_free(f);
+    return st;
+}
+
+int ln_model_config_json(const ln_model *model, char *buf, size_t cap)
+{
+    if (!model || !buf)
+        return -1;
+    if (ln_config_to_json(NULL, &model->cfg, buf, cap) != LN_SUCCESS)
+        return -1;
+    return (int)strlen(buf);
+}
+
+size_t ln_model_d_model(const ln_model *model)
+{
+    return model ? model->d : 0;
+}
+
+/* ---------------------------------------------------------- workspace */
+
+static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n)
+{
+    workspace *w = &m->ws;
+    if (w->batch == batch && w->n == n && w->h)
+        return LN_SUCCESS;
+    release_workspace(m);
+    ln_context *ctx = m->ctx;
+    size_t rows = batch * n, f = sizeof(float);
+    w->mode = ln_attention_resolve_mode(ctx, batch, n);
+    char what[96];
+    snprintf(what, sizeof(what), "encoder workspace for B = %zu, n = %zu", batch, n);
+    struct {
+        cl_mem *dst;
+        size_t bytes;
+    } plan[] = {
+        {&w->x, rows * m->d * f},       {&w->out, rows * m->d * f},
+        {&w->positions, rows * f},      {&w->lengths, batch * sizeof(cl_int)},
+        {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
+        {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * m->max_width * f},
+        {&w->qkv, rows * 3 * m->max_width * f}, {&w->f, rows * m->max_ffn * f},
+        {&w->s, w->mode == LN_ATTENTION_PRECOMPUTED_S ? batch * n * n * f : 0},
+    };
+    for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
+        if (!plan[i].bytes)
+            continue;
+        ln_status st = ln_buffer_create(ctx, plan[i].bytes, plan[i].dst, what);
+        if (st) {
+            char keep[LN_ERRMSG_MAX];
+            memcpy(keep, ctx->error, sizeof(keep));
+            release_workspace(m);
+            memcpy(ctx->error, keep, sizeof(keep));
+            return st;
+        }
+    }
+    w->batch = batch;
+    w->n = n;
+    return LN_SUCCESS;
+}
+
+/* ------------------------------------------------------------ forward */
+
+static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_t n, ln_dmat z,
+                       cl_mem unit, cl_mem s, cl_mem lengths)
+{
+    ln_context *ctx = m->ctx;
+    workspace *ws = &m->ws;
+    size_t rows = batch * n, w = B->width;
+    float eps = m->cfg.ln_eps;
+    ln_dmat a = ln_dmat_of(ws->a, w), qkv = ln_dmat_of(ws->qkv, 3 * w),
+            f = ln_dmat_of(ws->f, B->ffn_width), none = {0};
+    ln_dmat q = {ws->qkv, 0, 3 * w}, k = {ws->qkv, w, 3 * w}, v = {ws->qkv, 2 * w, 3 * w};
+    ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
+    ln_status st;
+    /* z += out_proj(attn(LN1 z)); the attention result reuses a. */
+    if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, eps, a)) ||
+        (st = ln_linear(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, w), B->qkv_b, 0,
+                        LN_EPILOGUE_BIAS, none, qkv)) ||
+        (st = ln_semantic_attention(ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v, unit,
+                                    s, B->temperature, lengths, mode, a)) ||
+        (st = ln_linear(ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
+                        LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+        return st;
+    /* z += W4 gelu(W3 LN2 z + b3) + b4 */
+    if ((st = ln_layernorm(ctx, rows, w, z, B->ln2_g, B->ln2_b, eps, a)) ||
+        (st = ln_linear(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, w), B->ffn1_b, 0,
+                        LN_EPILOGUE_BIAS_GELU, none, f)) ||
+        (st = ln_linear(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, B->ffn_width),
+                        B->ffn2_b, 0, LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+        return st;
+    return LN_SUCCESS;
+}
+
+static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h, cl_mem unit,
+                            cl_mem s, cl_mem lengths)
+{
+    ln_context *ctx = m->ctx;
+    layer_weights *L = &m->layers[l];
+    size_t rows = batch * n, sum = m->sum_scales;
+    ln_dmat zcat = ln_dmat_of(m->ws.zcat, sum), hv = ln_dmat_of(h, m->d), none = {0};
+    ln_status st;
+    /* Every branch projection reads h: one GEMM into the concatenation. */
+    if ((st = ln_linear(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, m->d), L->proj_b, 0,
+                        LN_EPILOGUE_BIAS, none, zcat)))
+        return st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        ln_dmat z = {m->ws.zcat, L->column[k], sum};
+        if ((st = block(m, &L->branch[k], batch, n, z, unit, s, lengths)))
+            return st;
+    }
+    /* h += F [z_1 .. z_K] + f, in place through the GEMM's beta. */
+    return ln_linear(ctx, rows, sum, m->d, zcat, ln_dmat_of(L->fusion_w, sum), L->fusion_b, 0,
+                     LN_EPILOGUE_BIAS_RESIDUAL, hv, hv);
+}
+
+static ln_status check_shape(ln_model *m, const char *op, size_t batch, size_t n)
+{
+    if (batch == 0 || n == 0)
+        return ln_fail(m->ctx, LN_ERROR_INVALID_ARGUMENT, "%s: batch (%zu) and n (%zu) must be > 0",
+                       op, batch, n);
+    /* Keep every workspace size (B n^2 floats of S, B n * ffn width) well
+     * inside size_t and the kernels' 32-bit indices. */
+    if (batch > (1u << 20) || n > (1u << 20) || batch * n > (1u << 26))
+        return ln_fail(m->ctx, LN_ERROR_DEVICE_MEMORY,
+                       "%s: B = %zu, n = %zu is beyond what ln-cl can hold (B n <= 2^26)", op,
+                       batch, n);
+    return LN_SUCCESS;
+}
+
+static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem positions,
+                         cl_mem lengths, cl_mem out)
+{
+    ln_context *ctx = m->ctx;
+    workspace *ws = &m->ws;
+    size_t rows = batch * n, d = m->d;
+    ln_status st;
+    if ((st = ln_unit_rows(ctx, rows, d, ln_dmat_of(x, d), ln_dmat_of(ws->unit, d))))
+        return st;
+    /* S is shared by every head, branch and layer: computed once here. */
+    if (ws->s && (st = ln_similarity(ctx, batch, n, d, ws->unit, ws->s)))
+        return st;
+    if ((st = ln_positional_add(ctx, batch, n, d, (size_t)m->cfg.pos_hidden, positions, m->pos_w1,
+                                m->pos_b1, m->pos_w2, m->pos_b2, x, ws->h)))
+        return st;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        if ((st = multiscale(m, l, batch, n, ws->h, ws->unit, ws->s, lengths)))
+            return st;
+    return ln_layernorm(ctx, rows, d, ln_dmat_of(ws->h, d), m->final_g, m->final_b,
+                        m->cfg.ln_eps, ln_dmat_of(out, d));
+}
+
+ln_status ln_model_encode_device(ln_model *model, size_t batch, size_t n, cl_mem x,
+                                 cl_mem positions, cl_mem lengths, cl_mem out)
+{
+    if (!model)
+        return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT, "ln_model_encode_device: model is NULL");
+    ln_context *ctx = model->ctx;
+    ln_clear_error(ctx);
+    const char *op = "ln_model_encode_device";
+    ln_status st;
+    if ((st = check_shape(model, op, batch, n)))
+        return st;
+    size_t rows = batch * n;
+    if ((st = ln_check_mem(ctx, op, "x", x, 0, rows * model->d)) ||
+        (st = ln_check_mem(ctx, op, "out", out, 0, rows * model->d)) ||
+        (positions && (st = ln_check_mem(ctx, op, "positions", positions, 0, rows))) ||
+        (lengths && (st = ln_check_mem(ctx, op, "lengths", lengths, 0, batch))))
+        return st;
+    if ((st = ensure_workspace(model, batch, n)))
+        return st;
+    return forward(model, batch, n, x, positions, lengths, out);
+}
+
+static ln_status check_finite(ln_context *ctx, const char *name, const float *v, size_t count,
+                              size_t row_width)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(v[i]))
+            return ln_fail(ctx, LN_ERROR_NONFINITE_INPUT,
+                           "ln_model_encode: %s holds %s at row %zu, column %zu: NaN and Inf are "
+                           "rejected",
+                           name, isnan(v[i]) ? "NaN" : "Inf", i / row_width, i % row_width);
+    return LN_SUCCESS;
+}
+
+ln_status ln_model_encode(ln_model *model, size_t batch, size_t n, const float *x,
+                          const float *positions, const int32_t *lengths, float *out)
+{
+    if (!model)
+        return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT, "ln_model_encode: model is NULL");
+    ln_context *ctx = model->ctx;
+    ln_clear_error(ctx);
+    const char *op = "ln_model_encode";
+    if (!x || !out)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: x or out is NULL", op);
+    ln_status st;
+    if ((st = check_shape(model, op, batch, n)))
+        return st;
+    size_t rows = batch * n, d = model->d;
+    if (lengths)
+        for (size_t b = 0; b < batch; b++)
+            if (lengths[b] < 1 || (size_t)lengths[b] > n)
+                return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                               "%s: lengths[%zu] = %d is outside 1..n (n = %zu)", op, b,
+                               (int)lengths[b], n);
+    /* Allocation first: a shape the device cannot hold fails before the
+     * host arrays are read. */
+    if ((st = ensure_workspace(model, batch, n)) ||
+        (st = check_finite(ctx, "x", x, rows * d, d)) ||
+        (positions && (st = check_finite(ctx, "positions", positions, rows, n))))
+        return st;
+    workspace *ws = &model->ws;
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, ws->x, CL_FALSE, 0, rows * d * sizeof(float), x,
+                                      0, NULL, NULL);
+    if (!err && positions)
+        err = clEnqueueWriteBuffer(ctx->queue, ws->positions, CL_FALSE, 0, rows * sizeof(float),
+                                   positions, 0, NULL, NULL);
+    if (!err && lengths)
+        err = clEnqueueWriteBuffer(ctx->queue, ws->lengths, CL_FALSE, 0, batch * sizeof(cl_int),
+                                   lengths, 0, NULL, NULL);
+    if (err)
+        return ln_fail_cl(ctx, err, "ln_model_encode: copying inputs to the device");
+    st = forward(model, batch, n, ws->x, positions ? ws->positions : NULL,
+                 lengths ? ws->lengths : NULL, ws->out);
+    if (st) {
+        clFinish(ctx->queue); /* the host arrays must not be read after we return */
+        return st;
+    }
+    return ln_buffer_to_host(ctx, ws->out, out, rows * d * sizeof(float));
+}
+
+ln_status ln_model_transformer_block(ln_model *model, int layer, int branch, size_t batch,
+                                     size_t n, ln_dmat z, cl_mem unit, cl_mem s, cl_mem lengths)
+{
+    if (!model)
+        return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT, "ln_model_transformer_block: model is NULL");
+    ln_context *ctx = model->ctx;
+    ln_clear_error(ctx);
+    const char *op = "ln_model_transformer_block";
+    if (layer < 0 || layer >= model->cfg.n_layers || branch < 0 || branch >= model->cfg.n_scales)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: layer %d / branch %d outside the model's %d layers of %d branches", op,
+                       layer, branch, model->cfg.n_layers, model->cfg.n_scales);
+    ln_status st;
+    const branch_weights *B = &model->layers[layer].branch[branch];
+    if ((st = check_shape(model, op, batch, n)) ||
+        (st = ln_check_view(ctx, op, "z", z, batch * n, B->width)) ||
+        (st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * model->d)) ||
+        (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
+        (st = ensure_workspace(model, batch, n)))
+        return st;
+    return block(model, B, batch, n, z, unit, s, lengths);
+}
+
+ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n, cl_mem h,
+                              cl_mem unit, cl_mem s, cl_mem lengths)
+{
+    if (!model)
+        return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT, "ln_model_multiscale: model is NULL");
+    ln_context *ctx = model->ctx;
+    ln_clear_error(ctx);
+    const char *op = "ln_model_multiscale";
+    if (layer < 0 || layer >= model->cfg.n_layers)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: layer %d outside the model's %d", op,
+                       layer, model->cfg.n_layers);
+    ln_status st;
+    if ((st = check_shape(model, op, batch, n)) ||
+        (st = ln_check_mem(ctx, op, "h", h, 0, batch * n * model->d)) ||
+        (st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * model->d)) ||
+        (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
+        (st = ensure_workspace(model, batch, n)))
+        return st;
+    return multiscale(model, layer, batch, n, h, unit, s, lengths);
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""make_golden.py: owns tests/data/golden_tiny.safetensors and
+tests/data/golden_tiny_io.safetensors, the PyTorch float64 ground truth that
+tests/test_ref_model.c pins the C float64 port (tests/ref_model.c) to.
+
+Why golden files: the backend tests compare against the C port on fresh random
+data; this pair is what proves the port itself equals
+shared/reference/ln_reference.py. The model is a tiny configuration so the
+files stay small (< 1 MB), but it has two layers and three branches and no
+parameter is at its default init: LayerNorm weights/biases and the per-head
+temperatures (some negative) are perturbed, so every parameter moves the output.
+
+golden_tiny.safetensors: LNEncoder(cfg).state_dict() in float32, saved exactly
+as users save models: safetensors.torch.save_file(..., metadata={"ln_config": json}).
+
+golden_tiny_io.safetensors (float64 results split as hi + lo float32 pairs,
+hi = float32(ref), lo = float32(ref - hi), so a reader without F64 support
+recovers ref to ~1e-14 relative):
+  x [2, 7, 64] F32, positions [2, 7] F32 (unsorted, some < 0, some > 1),
+  lengths [2] I64 = [7, 4], out_ref_hi / out_ref_lo [2, 7, 64] F32
+    = LNEncoder.double()(x, positions, lengths) with the float32 weights;
+  x2 [1, 5, 64] F32, out2_ref_hi / out2_ref_lo [1, 5, 64] F32
+    = the same model without positions (default i/(n-1)) and without lengths.
+The reference output is computed from the model re-read from the saved file.
+
+    python3 tests/data/make_golden.py     # deterministic (seeded), CPU only
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, os.environ.get("LN_REFERENCE_DIR", str(REPO.parent / "shared" / "reference")))
+from ln_reference import LNEncoder  # noqa: E402
+
+CFG = {
+    "d_model": 64,
+    "pos_hidden": 16,
+    "scales": [16, 32, 64],
+    "head_dim": 16,
+    "ffn_mult": 2,
+    "n_layers": 2,
+    "ln_eps": 1e-5,
+}
+SEED = 20240611
+
+
+def perturbed_model(cfg, gen):
+    """LNEncoder(cfg) in float32 with every LayerNorm and temperature moved off
+    its default init (LayerNorm weight 1 / bias 0, temperature 1)."""
+    model = LNEncoder(cfg).float()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("temperature"):
+                # Uniform in [-2, 2], and at least one head of each block negative.
+                t = torch.rand(p.shape, generator=gen) * 4 - 2
+                t[0] = -abs(t[0]) - 0.25
+                p.copy_(t)
+            elif ("ln" in name.split(".")[-2] or name.startswith("final_norm")) and name.endswith("weight"):
+                p.copy_(torch.rand(p.shape, generator=gen) + 0.5)          # [0.5, 1.5)
+            elif ("ln" in name.split(".")[-2] or name.startswith("final_norm")) and name.endswith("bias"):
+                p.copy_(torch.rand(p.shape, generator=gen) - 0.5)          # [-0.5, 0.5)
+    return model
+
+
+def split64(t):
+    hi = t.float()
+    lo = (t - hi.double()).float()
+    return hi.contiguous(), lo.contiguous()
+
+
+def main():
+    torch.manual_seed(SEED)  # default init of LNEncoder's Linear layers
+    gen = torch.Generator().manual_seed(SEED + 1)
+    model = perturbed_model(CFG, gen)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    assert all(v.dtype == torch.float32 for v in sd.values())
+    model_path = HERE / "golden_tiny.safetensors"
+    save_file(sd, str(model_path), metadata={"ln_config": json.dumps(CFG)})
+
+    # Reference: the weights as stored in the file, run in float64.
+    m64 = LNEncoder(CFG)
+    m64.load_state_dict(load_file(str(model_path)))
+    m64 = m64.double().eval()
+    temps = [v for k, v in sd.items() if k.endswith("temperature")]
+    assert any((t < 0).any() for t in temps)
+
+    x = torch.randn(2, 7, 64, generator=gen, dtype=torch.float32)
+    positions = (torch.rand(2, 7, generator=gen) * 2.5 - 0.6).float()
+    lengths = torch.tensor([7, 4], dtype=torch.int64)
+    assert (positions < 0).any() and (positions > 1).any()
+    assert not torch.equal(positions[0], positions[0].sort().values)
+    x2 = torch.randn(1, 5, 64, generator=gen, dtype=torch.float32)
+
+    with torch.no_grad():
+        out = m64(x.double(), positions.double(), lengths)
+        out2 = m64(x2.double())
+    assert torch.isfinite(out).all() and torch.isfinite(out2).all()
+    hi, lo = split64(out)
+    hi2, lo2 = split64(out2)
+    rec = hi.double() + lo.double()
+    assert ((rec - out).norm() / out.norm()).item() < 1e-13
+
+    io_path = HERE / "golden_tiny_io.safetensors"
+    io = {"x": x, "positions": positions, "lengths": lengths, "out_ref_hi": hi, "out_ref_lo": lo,
+          "x2": x2, "out2_ref_hi": hi2, "out2_ref_lo": lo2}
+    # One metadata key only: save_file orders several keys by a hash map, which
+    # would make regenerated bytes differ run to run.
+    save_file(io, str(io_path), metadata={"ln_config": json.dumps(CFG)})
+    n_params = sum(v.numel() for v in sd.values())
+    print(f"wrote {model_path} ({model_path.stat().st_size} bytes, {len(sd)} tensors, {n_params} params)")
+    print(f"wrote {io_path} ({io_path.stat().st_size} bytes)")
+    print(f"out[0,0,:4] = {out[0, 0, :4].tolist()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+/*
+ * test_attention.c: semantic attention (src/attention.c, cl/attention.cl)
+ * against a float64 reference: both S modes over many n, padding, a zero
+ * temperature against plain scaled dot-product attention, negative
+ * temperatures, every head_dim, d up to 1024, strided views of one qkv
+ * buffer, tiles shrunk to fit a small local memory, a long sequence that
+ * must stay in O(n d) memory, the materialising path, and bad input.
+ * The "oclgrind" case is small and uses no CLBlast (tests/attention_oclgrind.cmake).
+ */
+#include "internal.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ATTN_TOL 1e-4
+
+/* One problem in the dense layout of ln.h. */
+typedef struct problem {
+    size_t batch, n, width, head_dim, d;
+    float *q, *k, *v, *unit, *temperature;
+    int32_t *lengths; /* NULL: every key is valid */
+} problem;
+
+/* Unit vectors around 4 random centroids, so S spreads over about 0..0.8
+ * and the temperature term moves the softmax. */
+static void fill_unit_rows(float *u, size_t rows, size_t d, uint64_t *rng)
+{
+    float *centroids = tu_malloc(4 * d * sizeof(float));
+    tu_fill_normal(centroids, 4 * d, 1.0f, rng);
+    for (size_t r = 0; r < rows; r++) {
+        const float *c = centroids + (size_t)(tu_uniform(rng, 0.0f, 4.0f)) % 4 * d;
+        double norm = 0;
+        tu_fill_normal(u + r * d, d, 0.6f, rng);
+        for (size_t j = 0; j < d; j++) {
+            u[r * d + j] += c[j];
+            norm += (double)u[r * d + j] * u[r * d + j];
+        }
+        for (size_t j = 0; j < d; j++)
+            u[r * d + j] = (float)(u[r * d + j] / fmax(sqrt(norm), 1e-12));
+    }
+    free(centroids);
+}
+
+/* Random q, k, v, unit rows and temperatures in [t_lo, t_hi). With
+ * `padded`, sequence 0 gets a random length, 1 the shortest (1) and 2 the
+ * full n. */
+static void problem_make(problem *p, size_t batch, size_t n, size_t width, size_t head_dim,
+                         size_t d, float t_lo, float t_hi, bool padded, uint64_t *rng)
+{
+    const size_t rows = batch * n, heads = width / head_dim;
+    *p = (problem){batch, n, width, head_dim, d, NULL, NULL, NULL, NULL, NULL, NULL};
+    p->q = tu_malloc(rows * width * sizeof(float));
+    p->k = tu_malloc(rows * width * sizeof(float));
+    p->v = tu_malloc(rows * width * sizeof(float));
+    p->unit = tu_malloc(rows * d * sizeof(float));
+    p->temperature = tu_malloc(heads * sizeof(float));
+    tu_fill_normal(p->q, rows * width, 1.0f, rng);
+    tu_fill_normal(p->k, rows * width, 1.0f, rng);
+    tu_fill_normal(p->v, rows * width, 1.0f, rng);
+    fill_unit_rows(p->unit, rows, d, rng);
+    tu_fill(p->temperature, heads, t_lo, t_hi, rng);
+    if (padded) {
+        p->lengths = tu_malloc(batch * sizeof(int32_t));
+        for (size_t b = 0; b < batch; b++)
+            p->lengths[b] = b == 1 ? 1 : b == 2 ? (int32_t)n
+                                            : 1 + (int32_t)(tu_uniform(rng, 0.0f, (float)n));
+        if (p->lengths[0] > (int32_t)n)
+            p->lengths[0] = (int32_t)n;
+    }
+}
+
+static void problem_free(problem *p)
+{
+    free(p->q), free(p->k), free(p->v), free(p->unit), free(p->temperature), free(p->lengths);
+}
+
+/* Reference rows of out in float64. semantic = false leaves the S term out
+ * entirely: plain scaled dot-product attention over the valid keys. */
+static void ref_row(const problem *p, size_t row, bool semantic, double *out)
+{
+    const size_t n = p->n, w = p->width, hd = p->head_dim, d = p->d, b = row / n;
+    const size_t kv = p->lengths ? (size_t)p->lengths[b] : n;
+    double *sim = tu_malloc(kv * sizeof(double)), *logit = tu_malloc(kv * sizeof(double));
+    for (size_t j = 0; j < kv; j++) {
+        double s = 0;
+        for (size_t c = 0; c < d; c++)
+            s += (double)p->unit[row * d + c] * p->unit[(b * n + j) * d + c];
+        sim[j] = s;
+    }
+    for (size_t h = 0; h < w / hd; h++) {
+        double m = -INFINITY, sum = 0;
+        for (size_t j = 0; j < kv; j++) {
+            double dot = 0;
+            for (size_t c = 0; c < hd; c++)
+                dot += (double)p->q[row * w + h * hd + c] * p->k[(b * n + j) * w + h * hd + c];
+            logit[j] = dot / sqrt((double)hd) + (semantic ? p->temperature[h] * sim[j] : 0.0);
+            m = fmax(m, logit[j]);
+        }
+        for (size_t c = 0; c < hd; c++)
+            out[h * hd + c] = 0;
+        for (size_t j = 0; j < kv; j++) {
+            double e = exp(logit[j] - m);
+            sum += e;
+            for (size_t c = 0; c < hd; c++)
+                out[h * hd + c] += e * p->v[(b * n + j) * w + h * hd + c];
+        }
+        for (size_t c = 0; c < hd; c++)
+            out[h * hd + c] /= sum;
+    }
+    free(sim), free(logit);
+}
+
+static double *ref_all(const problem *p, bool semantic)
+{
+    const size_t rows = p->batch * p->n;
+    double *ref = tu_malloc(rows * p->width * sizeof(double));
+    for (size_t r = 0; r < rows; r++)
+        ref_row(p, r, semantic, ref + r * p->width);
+    return ref;
+}
+
+static const char *mode_name(ln_attention_mode mode)
+{
+    return mode == LN_ATTENTION_PRECOMPUTED_S ? "precomputed S"
+           : mode == LN_ATTENTION_RECOMPUTE_S ? "recomputed S"
+                                              : "auto";
+}
+
+/* Runs the host wrapper in `mode` and compares every row with the reference. */
+static void check_host(ln_context *ctx, const problem *p, ln_attention_mode mode, bool semantic,
+                       const char *what)
+{
+    const size_t count = p->batch * p->n * p->width;
+    float *out = tu_malloc(count * sizeof(float));
+    tu_assert_ok(ctx, ln_semantic_attention_host(ctx, p->batch, p->n, p->width, p->head_dim, p->d,
+                                                 p->q, p->k, p->v, p->unit, p->temperature,
+                                                 p->lengths, mode, out));
+    double *ref = ref_all(p, semantic);
+    tu_assert_close(out, ref, count, ATTN_TOL, "%s: B %zu n %zu width %zu head_dim %zu d %zu, %s",
+                    what, p->batch, p->n, p->width, p->head_dim, p->d, mode_name(mode));
+    free(out), free(ref);
+}
+
+static const ln_attention_mode both_modes[] = {LN_ATTENTION_PRECOMPUTED_S,
+                                               LN_ATTENTION_RECOMPUTE_S};
+
+START_TEST(attention_matches_float64_over_n)
+{
+    static const size_t ns[] = {1, 2, 17, 64, 257, 1000};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 11;
+    for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++)
+        for (int padded = 0; padded <= 1; padded++) {
+            problem p;
+            problem_make(&p, padded ? 3 : 2, ns[ni], 64, 32, 96, -2.0f, 3.0f, padded, &rng);
+            for (size_t m = 0; m < 2; m++)
+                check_host(ctx, &p, both_modes[m], true, padded ? "padded" : "unpadded");
+            problem_free(&p);
+        }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_every_head_dim)
+{
+    static const size_t head_dims[] = {16, 32, 64, 96, 128};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 12;
+    for (size_t hi = 0; hi < sizeof(head_dims) / sizeof(head_dims[0]); hi++) {
+        problem p;
+        problem_make(&p, 2, 45, 2 * head_dims[hi], head_dims[hi], 384, -1.0f, 2.0f, true, &rng);
+        for (size_t m = 0; m < 2; m++)
+            check_host(ctx, &p, both_modes[m], true, "head_dim");
+        problem_free(&p);
+    }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_wide_unit_vectors)
+{
+    /* d = 1024 fills whole u chunks; d = 1000 and 5 end inside one. */
+    static const size_t ds[] = {1024, 1000, 5};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 13;
+    for (size_t di = 0; di < sizeof(ds) / sizeof(ds[0]); di++) {
+        problem p;
+        problem_make(&p, 2, 70, 96, 32, ds[di], 1.0f, 4.0f, true, &rng);
+        for (size_t m = 0; m < 2; m++)
+            check_host(ctx, &p, both_modes[m], true, "wide d");
+        problem_free(&p);
+    }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_zero_temperature_is_sdpa)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 14;
+    problem p;
+    problem_make(&p, 3, 83, 128, 32, 384, 0.0f, 0.0f, true, &rng);
+    for (size_t m = 0; m < 2; m++)
+        check_host(ctx, &p, both_modes[m], false, "temperature 0 vs plain SDPA");
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_negative_temperature)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 15;
+    problem p;
+    problem_make(&p, 3, 61, 96, 32, 384, -6.0f, -0.5f, true, &rng);
+    for (size_t m = 0; m < 2; m++)
+        check_host(ctx, &p, both_modes[m], true, "negative temperature");
+    check_host(ctx, &p, LN_ATTENTION_AUTO, true, "negative temperature");
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_tiles_fit_small_local_memory)
+{
+    /* A device with 8 KiB of local memory: the tuned 16 x 32 tiles with 12
+     * heads of 32 need about 50 KiB, so the plan must shrink. Odd tuned
+     * tiles (7 x 13) must work too. */
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 16;
+    problem p;
+    problem_make(&p, 2, 50, 384, 32, 384, -1.0f, 2.0f, true, &rng);
+    ctx->info.local_mem_bytes = 8 << 10;
+    for (size_t m = 0; m < 2; m++)
+        check_host(ctx, &p, both_modes[m], true, "8 KiB of local memory");
+    ctx->info.local_mem_bytes = 1 << 20;
+    ctx->params.attn_tile_q = 7;
+    ctx->params.attn_tile_k = 13;
+    for (size_t m = 0; m < 2; m++)
+        check_host(ctx, &p, both_modes[m], true, "7 x 13 tiles");
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+static cl_mem upload(ln_context *ctx, const void *data, size_t bytes)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(ln_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              bytes, (void *)data, &err);
+    ck_assert_msg(m != NULL, "clCreateBuffer of %zu bytes: %d", bytes, (int)err);
+    return m;
+}
+
+static void download(ln_context *ctx, cl_mem m, void *data, size_t bytes)
+{
+    cl_int err = clEnqueueReadBuffer(ln_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, data, 0, NULL,
+                                     NULL);
+    ck_assert_msg(err == CL_SUCCESS, "clEnqueueReadBuffer: %d", (int)err);
+}
+
+START_TEST(attention_strided_views)
+{
+    /* q, k, v are column slices of one [B n, 3w] buffer; out is a slice of
+     * a wider matrix whose other columns must stay as they were. */
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 17;
+    problem p;
+    problem_make(&p, 2, 37, 96, 32, 50, -2.0f, 2.0f, true, &rng);
+    const size_t rows = p.batch * p.n, w = p.width, ldqkv = 3 * w, ldo = w + 40, out_col = 17;
+    float *qkv = tu_malloc(rows * ldqkv * sizeof(float));
+    for (size_t r = 0; r < rows; r++) {
+        memcpy(qkv + r * ldqkv, p.q + r * w, w * sizeof(float));
+        memcpy(qkv + r * ldqkv + w, p.k + r * w, w * sizeof(float));
+        memcpy(qkv + r * ldqkv + 2 * w, p.v + r * w, w * sizeof(float));
+    }
+    const size_t out_floats = rows * ldo;
+    float *sentinel = tu_malloc(out_floats * sizeof(float)), *got = tu_malloc(out_floats * sizeof(float));
+    float *dense = tu_malloc(rows * w * sizeof(float));
+    tu_fill(sentinel, out_floats, -1.0f, 1.0f, &rng);
+    cl_mem dqkv = upload(ctx, qkv, rows * ldqkv * sizeof(float));
+    cl_mem du = upload(ctx, p.unit, rows * p.d * sizeof(float));
+    cl_mem dt = upload(ctx, p.temperature, w / p.head_dim * sizeof(float));
+    cl_mem dl = upload(ctx, p.lengths, p.batch * sizeof(int32_t));
+    cl_mem ds = upload(ctx, sentinel, p.batch * p.n * p.n * sizeof(float)); /* any content */
+    cl_mem dout = upload(ctx, sentinel, out_floats * sizeof(float));
+    const ln_dmat q = {dqkv, 0, ldqkv}, k = {dqkv, w, ldqkv}, v = {dqkv, 2 * w, ldqkv};
+    const ln_dmat out = {dout, out_col, ldo};
+    double *ref = ref_all(&p, true);
+
+    /* S itself first: ln_similarity against float64. */
+    tu_assert_ok(ctx, ln_similarity(ctx, p.batch, p.n, p.d, du, ds));
+    float *s_got = tu_malloc(p.batch * p.n * p.n * sizeof(float));
+    double *s_ref = tu_malloc(p.batch * p.n * p.n * sizeof(double));
+    download(ctx, ds, s_got, p.batch * p.n * p.n * sizeof(float));
+    for (size_t b = 0; b < p.batch; b++)
+        for (size_t i = 0; i < p.n; i++)
+            for (size_t j = 0; j < p.n; j++) {
+                double s = 0;
+                for (size_t c = 0; c < p.d; c++)
+                    s += (double)p.unit[(b * p.n + i) * p.d + c] * p.unit[(b * p.n + j) * p.d + c];
+                s_ref[(b * p.n + i) * p.n + j] = s;
+            }
+    tu_assert_close(s_got, s_ref, p.batch * p.n * p.n, 1e-5, "ln_similarity");
+
+    /* Fused in every way of getting S, then the materialising path. */
+    struct { ln_attention_mode mode; cl_mem s; const char *what; } runs[] = {
+        {LN_ATTENTION_PRECOMPUTED_S, ds, "S from ln_similarity"},
+        {LN_ATTENTION_AUTO, ds, "auto with S given"},
+        {LN_ATTENTION_PRECOMPUTED_S, NULL, "S computed inside"},
+        {LN_ATTENTION_RECOMPUTE_S, ds, "recomputed S (s ignored)"},
+        {LN_ATTENTION_AUTO, NULL, "naive path"},
+    };
+    for (size_t ri = 0; ri < sizeof(runs) / sizeof(runs[0]); ri++) {
+        cl_int err = clEnqueueWriteBuffer(ln_context_cl_queue(ctx), dout, CL_TRUE, 0,
+                                          out_floats * sizeof(float), sentinel, 0, NULL, NULL);
+        ck_assert_int_eq(err, CL_SUCCESS);
+        if (ri + 1 < sizeof(runs) / sizeof(runs[0]))
+            tu_assert_ok(ctx, ln_semantic_attention(ctx, p.batch, p.n, w, p.head_dim, p.d, q, k, v,
+                                                    du, runs[ri].s, dt, dl, runs[ri].mode, out));
+        else
+            tu_assert_ok(ctx, ln_semantic_attention_naive(ctx, p.batch, p.n, w, p.head_dim, p.d, q,
+                                                          k, v, du, NULL, dt, dl, out));
+        download(ctx, dout, got, out_floats * sizeof(float));
+        for (size_t e = 0; e < out_floats; e++) {
+            const size_t r = e / ldo, c = e % ldo;
+            if (c >= out_col && c < out_col + w && r < rows)
+                dense[r * w + c - out_col] = got[e];
+            else
+                ck_assert_msg(got[e] == sentinel[e], "%s: out[%zu] outside the view changed",
+                              runs[ri].what, e);
+        }
+        tu_assert_close(dense, ref, rows * w, ATTN_TOL, "strided views, %s", runs[ri].what);
+    }
+    clReleaseMemObject(dqkv), clReleaseMemObject(du), clReleaseMemObject(dt);
+    clReleaseMemObject(dl), clReleaseMemObject(ds), clReleaseMemObject(dout);
+    free(qkv), free(sentinel), free(got), free(dense), free(ref), free(s_got), free(s_ref);
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_long_sequence_in_linear_memory)
+{
+    /* B = 1, n = 4096, 12 heads of 32, d = 384, S recomputed: ln-cl may
+     * hold the host wrapper's copies of its inputs and output (O(n d)) and
+     * nothing of size n^2. 64 random rows are checked in float64. */
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 18;
+    problem p;
+    problem_make(&p, 1, 4096, 384, 32, 384, -1.0f, 3.0f, false, &rng);
+    const size_t rows = p.n, w = p.width;
+    float *out = tu_malloc(rows * w * sizeof(float));
+    tu_assert_ok(ctx, ln_semantic_attention_host(ctx, 1, p.n, w, p.head_dim, p.d, p.q, p.k, p.v,
+                                                 p.unit, p.temperature, NULL,
+                                                 LN_ATTENTION_RECOMPUTE_S, out));
+    const uint64_t io_bytes = (4 * rows * w + rows * p.d + w / p.head_dim) * sizeof(float);
+    const uint64_t peak = ln_context_peak_device_bytes(ctx);
+    ck_assert_msg(peak <= io_bytes && peak < (uint64_t)p.n * p.n * sizeof(float) / 2,
+                  "peak device bytes %llu: more than the inputs and output (%llu)",
+                  (unsigned long long)peak, (unsigned long long)io_bytes);
+    enum { CHECKED = 64 };
+    float *got = tu_malloc(CHECKED * w * sizeof(float));
+    double *ref = tu_malloc(CHECKED * w * sizeof(double));
+    for (size_t c = 0; c < CHECKED; c++) {
+        const size_t row = (size_t)tu_uniform(&rng, 0.0f, (float)rows) % rows;
+        memcpy(got + c * w, out + row * w, w * sizeof(float));
+        ref_row(&p, row, true, ref + c * w);
+    }
+    tu_assert_close(got, ref, CHECKED * w, ATTN_TOL, "n 4096, %d random rows", CHECKED);
+    free(out), free(got), free(ref);
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_resolves_mode_by_budget)
+{
+    ln_context *ctx = tu_context();
+    ck_assert_int_eq(ln_attention_resolve_mode(ctx, 2, 64), LN_ATTENTION_PRECOMPUTED_S);
+    /* 2^40 floats of S fit no device. */
+    ck_assert_int_eq(ln_attention_resolve_mode(ctx, 1, (size_t)1 << 20), LN_ATTENTION_RECOMPUTE_S);
+    ctx->params.attn_s_budget_bytes = 2 * 64 * 64 * sizeof(float);
+    ck_assert_int_eq(ln_attention_resolve_mode(ctx, 2, 64), LN_ATTENTION_PRECOMPUTED_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(ctx, 2, 65), LN_ATTENTION_RECOMPUTE_S);
+    ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S; /* a tuned choice wins */
+    ck_assert_int_eq(ln_attention_resolve_mode(ctx, 2, 8), LN_ATTENTION_RECOMPUTE_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(NULL, 2, 8), LN_ATTENTION_RECOMPUTE_S);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_rejects_bad_input)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 19;
+    problem p;
+    problem_make(&p, 2, 8, 64, 32, 16, 0.0f, 1.0f, true, &rng);
+    float out[2 * 8 * 64];
+    const float *q = p.q, *k = p.k, *v = p.v, *u = p.unit, *t = p.temperature;
+    const ln_attention_mode pre = LN_ATTENTION_PRECOMPUTED_S;
+#define HOST(c, B, n, w, hd, d, qq, ll) \
+    ln_semantic_attention_host(c, B, n, w, hd, d, qq, k, v, u, t, ll, pre, out)
+    tu_assert_status(NULL, HOST(NULL, 2, 8, 64, 32, 16, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 8, 64, 32, 16, NULL, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 0, 8, 64, 32, 16, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 0, 64, 32, 16, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 8, 0, 32, 16, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 8, 64, 0, 16, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 8, 64, 32, 0, q, p.lengths), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, HOST(ctx, 2, 8, 64, 24, 16, q, p.lengths), LN_ERROR_SHAPE_MISMATCH);
+    static const int32_t bad_lengths[][2] = {{0, 8}, {8, 9}, {-3, 4}};
+    for (size_t i = 0; i < 3; i++) {
+        tu_assert_status(ctx, HOST(ctx, 2, 8, 64, 32, 16, q, bad_lengths[i]),
+                         LN_ERROR_INVALID_ARGUMENT);
+        ck_assert_msg(strstr(ln_last_error(ctx), "lengths[") != NULL, "message names lengths: %s",
+                      ln_last_error(ctx));
+    }
+#undef HOST
+    tu_assert_status(ctx, ln_semantic_attention_host(ctx, 2, 8, 64, 32, 16, q, k, v, u, t, NULL,
+                                                     (ln_attention_mode)7, out),
+                     LN_ERROR_INVALID_ARGUMENT);
+
+    /* Device views: too small, missing buffers. */
+    cl_mem small = upload(ctx, p.q, 16 * 64 * sizeof(float));
+    cl_mem dt = upload(ctx, p.temperature, 2 * sizeof(float));
+    cl_mem du = upload(ctx, p.unit, 16 * 16 * sizeof(float));
+    const ln_dmat m = ln_dmat_of(small, 64);
+    tu_assert_status(ctx, ln_semantic_attention(ctx, 2, 9, 64, 32, 16, m, m, m, du, NULL, dt, NULL,
+                                                LN_ATTENTION_RECOMPUTE_S, m),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_semantic_attention(ctx, 2, 8, 64, 32, 16, m, m, m, NULL, NULL, dt,
+                                                NULL, LN_ATTENTION_RECOMPUTE_S, m),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_semantic_attention(ctx, 2, 8, 64, 32, 16, m, m, m, du, NULL, NULL,
+                                                NULL, LN_ATTENTION_RECOMPUTE_S, m),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_semantic_attention(ctx, 2, 8, 64, 32, 16, m, m, ln_dmat_of(small, 32),
+                                                du, NULL, dt, NULL, LN_ATTENTION_RECOMPUTE_S, m),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_similarity(ctx, 2, 8, 0, du, small), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_similarity(ctx, 2, 8, 16, NULL, small), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_similarity(ctx, 2, 8, 17, du, small), LN_ERROR_SHAPE_MISMATCH);
+    clReleaseMemObject(small), clReleaseMemObject(dt), clReleaseMemObject(du);
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_small_without_clblast)
+{
+    /* Small enough for Oclgrind: S recomputed in the kernel, then the
+     * precomputed-S kernel reading an S made here on the host. */
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 20;
+    problem p;
+    problem_make(&p, 3, 19, 64, 32, 40, -2.0f, 2.0f, true, &rng);
+    check_host(ctx, &p, LN_ATTENTION_RECOMPUTE_S, true, "small");
+
+    const size_t rows = p.batch * p.n, w = p.width, s_floats = p.batch * p.n * p.n;
+    float *s = tu_malloc(s_floats * sizeof(float)), *out = tu_malloc(rows * w * sizeof(float));
+    for (size_t b = 0; b < p.batch; b++)
+        for (size_t i = 0; i < p.n; i++)
+            for (size_t j = 0; j < p.n; j++) {
+                double acc = 0;
+                for (size_t c = 0; c < p.d; c++)
+                    acc += (double)p.unit[(b * p.n + i) * p.d + c] * p.unit[(b * p.n + j) * p.d + c];
+                s[(b * p.n + i) * p.n + j] = (float)acc;
+            }
+    cl_mem dq = upload(ctx, p.q, rows * w * sizeof(float));
+    cl_mem dk = upload(ctx, p.k, rows * w * sizeof(float));
+    cl_mem dv = upload(ctx, p.v, rows * w * sizeof(float));
+    cl_mem ds = upload(ctx, s, s_floats * sizeof(float));
+    cl_mem dt = upload(ctx, p.temperature, w / p.head_dim * sizeof(float));
+    cl_mem dl = upload(ctx, p.lengths, p.batch * sizeof(int32_t));
+    cl_mem dout = upload(ctx, out, rows * w * sizeof(float)); /* content irrelevant */
+    tu_assert_ok(ctx, ln_semantic_attention(ctx, p.batch, p.n, w, p.head_dim, p.d,
+                                            ln_dmat_of(dq, w), ln_dmat_of(dk, w), ln_dmat_of(dv, w),
+                                            NULL, ds, dt, dl, LN_ATTENTION_PRECOMPUTED_S,
+                                            ln_dmat_of(dout, w)));
+    download(ctx, dout, out, rows * w * sizeof(float));
+    double *ref = ref_all(&p, true);
+    tu_assert_close(out, ref, rows * w, ATTN_TOL, "small, S uploaded from the host");
+    clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv);
+    clReleaseMemObject(ds), clReleaseMemObject(dt), clReleaseMemObject(dl), clReleaseMemObject(dout);
+    free(s), free(out), free(ref);
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("attention");
+    TCase *tc = tcase_create("attention");
+    tcase_add_test(tc, attention_matches_float64_over_n);
+    tcase_add_test(tc, attention_every_head_dim);
+    tcase_add_test(tc, attention_wide_unit_vectors);
+    tcase_add_test(tc, attention_zero_temperature_is_sdpa);
+    tcase_add_test(tc, attention_negative_temperature);
+    tcase_add_test(tc, attention_tiles_fit_small_local_memory);
+    tcase_add_test(tc, attention_strided_views);
+    tcase_add_test(tc, attention_long_sequence_in_linear_memory);
+    tcase_add_test(tc, attention_resolves_mode_by_budget);
+    tcase_add_test(tc, attention_rejects_bad_input);
+    suite_add_tcase(s, tc);
+    TCase *small = tcase_create("oclgrind");
+    tcase_add_test(small, attention_small_without_clblast);
+    suite_add_tcase(s, small);
+    return tu_run(s);
+}

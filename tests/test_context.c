@@ -1,0 +1,143 @@
+/*
+ * test_context.c: device listing and selection, the context's lifecycle,
+ * device-memory accounting and its cap (src/context.c).
+ */
+#include "test_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+START_TEST(lists_devices)
+{
+    int count = -1;
+    tu_assert_ok(NULL, ln_device_list(NULL, 0, &count));
+    ck_assert_int_ge(count, 1);
+    ln_device_info *infos = tu_malloc(sizeof(*infos) * (size_t)count);
+    int again = 0;
+    tu_assert_ok(NULL, ln_device_list(infos, count, &again));
+    ck_assert_int_eq(again, count);
+    for (int i = 0; i < count; i++) {
+        ck_assert(infos[i].device_name[0] != '\0');
+        ck_assert(infos[i].max_work_group_size >= 1);
+        ck_assert(infos[i].global_mem_bytes > 0);
+    }
+    tu_assert_status(NULL, ln_device_list(NULL, 0, NULL), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(NULL, ln_device_list(NULL, 3, &count), LN_ERROR_INVALID_ARGUMENT);
+    free(infos);
+}
+END_TEST
+
+START_TEST(selects_by_index_and_name)
+{
+    ln_device_info first;
+    int count = 0;
+    tu_assert_ok(NULL, ln_device_list(&first, 1, &count));
+    char spec[64];
+    snprintf(spec, sizeof(spec), "%d:%d", first.platform_index, first.device_index);
+    ln_context *ctx = NULL;
+    tu_assert_ok(NULL, ln_context_create(spec, &ctx));
+    ln_device_info got;
+    tu_assert_ok(ctx, ln_context_device_info(ctx, &got));
+    ck_assert_str_eq(got.device_name, first.device_name);
+    ln_context_destroy(ctx);
+
+    /* A case-insensitive substring of the device name, upper-cased. */
+    char name[16] = {0};
+    for (size_t i = 0; i < 4 && first.device_name[i]; i++)
+        name[i] = (char)(first.device_name[i] >= 'a' && first.device_name[i] <= 'z'
+                             ? first.device_name[i] - 32
+                             : first.device_name[i]);
+    tu_assert_ok(NULL, ln_context_create(name, &ctx));
+    ck_assert_ptr_nonnull(ln_context_cl_context(ctx));
+    ck_assert_ptr_nonnull(ln_context_cl_queue(ctx));
+    tu_assert_ok(ctx, ln_context_finish(ctx));
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(rejects_missing_devices)
+{
+    ln_context *ctx = (ln_context *)0x1;
+    tu_assert_status(NULL, ln_context_create("7:99", &ctx), LN_ERROR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_null(ctx);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(NULL), "7:99"));
+    tu_assert_status(NULL, ln_context_create("no-such-device-xyz", &ctx), LN_ERROR_DEVICE_NOT_FOUND);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(NULL), "no-such-device-xyz"));
+    tu_assert_status(NULL, ln_context_create("", &ctx), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(NULL, ln_context_create(NULL, NULL), LN_ERROR_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(honours_ln_device)
+{
+    /* Runs in its own forked process (Check's default), so setenv is local. */
+    ln_context *ctx = NULL;
+    setenv("LN_DEVICE", "", 1);
+    tu_assert_status(NULL, ln_context_create(NULL, &ctx), LN_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(NULL), "LN_DEVICE"));
+    setenv("LN_DEVICE", "99:0", 1);
+    tu_assert_status(NULL, ln_context_create(NULL, &ctx), LN_ERROR_DEVICE_NOT_FOUND);
+    setenv("LN_DEVICE", "0:0", 1);
+    tu_assert_ok(NULL, ln_context_create(NULL, &ctx));
+    ln_context_destroy(ctx);
+    unsetenv("LN_DEVICE");
+    tu_assert_ok(NULL, ln_context_create(NULL, &ctx));
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(null_handles_are_safe)
+{
+    ln_context_destroy(NULL);
+    ck_assert_ptr_null(ln_context_cl_context(NULL));
+    ck_assert_ptr_null(ln_context_cl_queue(NULL));
+    ck_assert_uint_eq(ln_context_device_bytes(NULL), 0);
+    ln_device_info info;
+    tu_assert_status(NULL, ln_context_device_info(NULL, &info), LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(NULL, ln_context_finish(NULL), LN_ERROR_INVALID_ARGUMENT);
+}
+END_TEST
+
+START_TEST(device_memory_is_counted_and_capped)
+{
+    ln_context *ctx = tu_context();
+    float x[4 * 64], y[4 * 64];
+    uint64_t rng = tu_seed();
+    tu_fill(x, 4 * 64, -1, 1, &rng);
+    tu_assert_ok(ctx, ln_unit_rows_host(ctx, 4, 64, x, y));
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0); /* wrappers free what they make */
+    ck_assert_uint_ge(ln_context_peak_device_bytes(ctx), 2 * 4 * 64 * sizeof(float));
+    ln_context_destroy(ctx);
+
+    /* A cap that the op's buffers exceed: a status, and the context stays usable. */
+    setenv("LN_DEVICE_MEMORY_LIMIT_MB", "1", 1);
+    ctx = tu_context();
+    size_t rows = 1024, w = 384;
+    float *big = tu_malloc(rows * w * 4), *out = tu_malloc(rows * w * 4);
+    tu_fill(big, rows * w, -1, 1, &rng);
+    tu_assert_status(ctx, ln_unit_rows_host(ctx, rows, w, big, out), LN_ERROR_DEVICE_MEMORY);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(ctx), "LN_DEVICE_MEMORY_LIMIT_MB"));
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
+    tu_assert_ok(ctx, ln_unit_rows_host(ctx, 4, 64, x, y));
+    ln_context_destroy(ctx);
+    setenv("LN_DEVICE_MEMORY_LIMIT_MB", "lots", 1);
+    ln_context *bad = NULL;
+    tu_assert_status(NULL, ln_context_create(NULL, &bad), LN_ERROR_INVALID_ARGUMENT);
+    unsetenv("LN_DEVICE_MEMORY_LIMIT_MB");
+    free(big), free(out);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("context");
+    TCase *tc = tcase_create("context");
+    tcase_add_test(tc, lists_devices);
+    tcase_add_test(tc, selects_by_index_and_name);
+    tcase_add_test(tc, rejects_missing_devices);
+    tcase_add_test(tc, honours_ln_device);
+    tcase_add_test(tc, null_handles_are_safe);
+    tcase_add_test(tc, device_memory_is_counted_and_capped);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
