@@ -212,6 +212,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
             __local float *vs = k_t + HD * TK;    /* [TK, HD] */
             /* The stage, p_tile and rescale are free; s_tile is complete. */
             barrier(CLK_LOCAL_MEM_FENCE);
+#ifndef X_NOLOAD
             for (uint e = lid; e < TQ * HD; e += ATTN_WG) {
                 const uint i = e / HD, c = e % HD;
                 qs[e] = q0 + i < n ? q[q_off + (row0 + q0 + i) * ldq + h * HD + c] : 0.0f;
@@ -222,6 +223,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                 k_t[c * TK + j] = live ? k[k_off + (row0 + j0 + j) * ldk + h * HD + c] : 0.0f;
                 vs[e] = live ? v[v_off + (row0 + j0 + j) * ldv + h * HD + c] : 0.0f;
             }
+#endif
             barrier(CLK_LOCAL_MEM_FENCE);
 
             /* Logits, ATTN_VEC keys at a time: no reductions in the inner loop. */
@@ -251,7 +253,11 @@ void attention_fused(const uint n, const uint heads, const uint d,
                 const float m = fmax(old_max, vmax_all(mv));
                 vecf sv = 0.0f;
                 for (uint jv = 0; jv < TKV; jv++) {
+#ifdef X_NOEXP
+                    const vecf p = (VLOAD(jv, prow) - (vecf)m);
+#else
                     const vecf p = exp(VLOAD(jv, prow) - (vecf)m);
+#endif
                     VSTORE(p, jv, prow);
                     sv += p;
                 }
@@ -265,6 +271,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
             barrier(CLK_LOCAL_MEM_FENCE);
 
             /* Numerators += P V, ATTN_VEC columns at a time. */
+#ifndef X_NOPV
             for (uint e = lid; e < TQ * HDV; e += ATTN_WG) {
                 const uint i = e / HDV, cv = e % HDV;
                 __local float *arow = acc + i * width + h * HD;
@@ -274,6 +281,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                     a = mad((vecf)prow[j], VLOAD(cv, vs + j * HD), a);
                 VSTORE(a, cv, arow);
             }
+#endif
         }
     }
 

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Columns of u staged per step when S tiles are recomputed: 64 keeps the
  * u stage ((tile_q + tile_k) * 64 floats, 12 KiB at 16 x 32) no larger
@@ -98,6 +99,7 @@ static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl
                  "-DATTN_TILE_Q=%zu -DATTN_TILE_K=%zu -DATTN_CHUNK_D=%zu -DATTN_WG=%zu "
                  "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_RECOMPUTE_S=%d",
                  p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->recompute ? 1 : 0);
+        if (getenv("XOPT")) { strcat(options, " "); strcat(options, getenv("XOPT")); }
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);
         if (st)
             return st;

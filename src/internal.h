@@ -138,4 +138,39 @@ ln_status ln_semantic_attention_naive(ln_context *ctx, size_t batch, size_t n, s
                                       cl_mem unit, cl_mem s, cl_mem temperature, cl_mem lengths,
                                       ln_dmat out);
 
+/* Optional device-time accounting for bench/ln_bench.c. While a profile is
+ * attached to a context (on the calling thread), ln_enqueue and ln_gemm /
+ * ln_gemm_batched wait for each launch and add its OpenCL profiling time
+ * (the queue has CL_QUEUE_PROFILING_ENABLE) to an entry keyed by the
+ * kernel's name (or "gemm" and its shape) and the op that launched it.
+ * Detached (the default), the hooks cost one thread-local pointer test per
+ * launch. It serialises the queue, so time a run without a profile and
+ * profile a separate one. The pointer lives beside the context (context.c)
+ * rather than in it, so struct ln_context keeps its layout. */
+#define LN_PROFILE_ENTRIES 64
+typedef struct ln_profile_entry {
+    char kernel[48];  /* the kernel's function name, or "gemm" */
+    char what[40];    /* the op that launched it ("ln_linear", ...) */
+    size_t m, n, k;   /* GEMM shape (one matrix of a batch); 0 for kernels */
+    size_t batch;     /* GEMM batch count; 0 for kernels */
+    unsigned count;   /* launches summed here */
+    double ms;        /* device milliseconds summed */
+} ln_profile_entry;
+typedef struct ln_profile {
+    int count;
+    unsigned dropped; /* launches that found no free entry */
+    ln_profile_entry entry[LN_PROFILE_ENTRIES];
+} ln_profile;
+/* Attaches p to ctx for the calling thread (NULL detaches); destroying ctx
+ * detaches it. */
+void ln_profile_attach(ln_context *ctx, ln_profile *p);
+ln_profile *ln_profile_of(const ln_context *ctx);
+/* For ln_gemm: with a profile, finishes the queue and returns a marker
+ * that starts the timed span (NULL without a profile or on failure). */
+cl_event ln_profile_begin(ln_context *ctx);
+/* Waits for `last`, adds END(last) - END(start) (start NULL: END - START
+ * of last) to the entry of (kernel, what, shape), and releases both. */
+void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *kernel,
+                    const char *what, size_t m, size_t n, size_t k, size_t batch);
+
 #endif

@@ -109,35 +109,56 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static double cosine(const float *a, const float *b, size_t d)
+{
+    double ab = 0, aa = 0, bb = 0;
+    for (size_t i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
+    return ab / sqrt(aa * bb + 1e-30);
+}
+
+/* The encoder on a batch of three: both sentences, and the first one
+ * reversed ("periodic table element new discovered scientist"), padded to
+ * the longest with a lengths mask. */
 static int run_encoder(demo *dm, const json_t *sentences)
 {
-    /* The two sentences as a batch of 2, padded to the longer one. */
-    size_t batch = json_array_size(sentences), n = 0, d = dm->d;
-    if (batch == 0 || batch > 4)
-        return fail(dm->ctx, LN_ERROR_BAD_FILE, "demo data: sentences");
-    for (size_t b = 0; b < batch; b++)
-        if (json_array_size(json_array_get(sentences, b)) > n)
-            n = json_array_size(json_array_get(sentences, b));
-    float *x = calloc(batch * n * d, sizeof(float)), *out = malloc(batch * n * d * sizeof(float));
-    int32_t lengths[4];
+    enum { BATCH = 3 };
+    size_t n = 0, d = dm->d;
+    size_t seq[BATCH][MAX_CONCEPTS];
+    int32_t lengths[BATCH];
+    if (json_array_size(sentences) != 2)
+        return fail(dm->ctx, LN_ERROR_BAD_FILE, "demo data: two sentences expected");
+    for (size_t b = 0; b < 2; b++) {
+        json_t *s = json_array_get(sentences, b);
+        lengths[b] = (int32_t)json_array_size(s);
+        if (lengths[b] < 1 || lengths[b] > MAX_CONCEPTS)
+            return fail(dm->ctx, LN_ERROR_BAD_FILE, "demo data: sentence length");
+        for (size_t i = 0; i < (size_t)lengths[b]; i++) {
+            json_int_t c = json_integer_value(json_array_get(s, i));
+            if (c < 0 || (size_t)c >= dm->count)
+                return fail(dm->ctx, LN_ERROR_BAD_FILE, "demo data: sentence index");
+            seq[b][i] = (size_t)c;
+        }
+        if ((size_t)lengths[b] > n)
+            n = (size_t)lengths[b];
+    }
+    lengths[2] = lengths[0];
+    for (size_t i = 0; i < (size_t)lengths[0]; i++)
+        seq[2][i] = seq[0][(size_t)lengths[0] - 1 - i];
+    float *x = calloc(BATCH * n * d, sizeof(float)), *out = malloc(BATCH * n * d * sizeof(float));
     if (!x || !out) {
         free(x), free(out);
         return fail(dm->ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "demo");
     }
-    for (size_t b = 0; b < batch; b++) {
-        json_t *s = json_array_get(sentences, b);
-        lengths[b] = (int32_t)json_array_size(s);
+    for (size_t b = 0; b < BATCH; b++)
         for (size_t i = 0; i < n; i++) {
             /* Padding rows repeat the last concept: they are masked anyway. */
             size_t at = i < (size_t)lengths[b] ? i : (size_t)lengths[b] - 1;
-            json_int_t c = json_integer_value(json_array_get(s, at));
-            if (c < 0 || (size_t)c >= dm->count) {
-                free(x), free(out);
-                return fail(dm->ctx, LN_ERROR_BAD_FILE, "demo data: sentence index");
-            }
-            memcpy(x + (b * n + i) * d, dm->vectors + (size_t)c * d, d * sizeof(float));
+            memcpy(x + (b * n + i) * d, dm->vectors + seq[b][at] * d, d * sizeof(float));
         }
-    }
     ln_model *model = NULL;
     ln_status st = ln_model_create_seeded(dm->ctx, NULL, 20261126, &model);
     if (st) {
@@ -146,15 +167,15 @@ static int run_encoder(demo *dm, const json_t *sentences)
     }
     char cfg[512];
     ln_model_config_json(model, cfg, sizeof(cfg));
-    printf("\nFull encoder, seeded model %s\n", cfg);
+    printf("\nFull encoder: seeded model (PyTorch-style default init) %s\n", cfg);
     double first = now_ms();
-    st = ln_model_encode(model, batch, n, x, NULL, lengths, out);
+    st = ln_model_encode(model, BATCH, n, x, NULL, lengths, out);
     first = now_ms() - first;
     enum { RUNS = 9 };
     double t[RUNS];
     for (int r = 0; r < RUNS && !st; r++) {
         double t0 = now_ms();
-        st = ln_model_encode(model, batch, n, x, NULL, lengths, out);
+        st = ln_model_encode(model, BATCH, n, x, NULL, lengths, out);
         t[r] = now_ms() - t0;
     }
     if (st) {
@@ -163,21 +184,16 @@ static int run_encoder(demo *dm, const json_t *sentences)
         return fail(dm->ctx, st, "encoding");
     }
     qsort(t, RUNS, sizeof(t[0]), cmp_double);
-    for (size_t b = 0; b < batch; b++) {
-        json_t *s = json_array_get(sentences, b);
-        printf("  sentence %zu: %d concepts ->", b + 1, lengths[b]);
-        for (size_t i = 0; i < (size_t)lengths[b]; i++) {
-            const float *o = out + (b * n + i) * d;
-            double norm = 0;
-            for (size_t c = 0; c < d; c++)
-                norm += (double)o[c] * o[c];
-            printf(" %s |%.1f|", dm->names[json_integer_value(json_array_get(s, i))], sqrt(norm));
-        }
-        printf("\n");
+    printf("  unlike S, the encoder sees order (continuous positions): cosine between each\n"
+           "  concept's encoding in sentence 1 and in its reversed order\n   ");
+    size_t len0 = (size_t)lengths[0];
+    for (size_t i = 0; i < len0; i++) {
+        const float *a = out + i * d, *b = out + (2 * n + (len0 - 1 - i)) * d;
+        printf(" %s %.3f%s", dm->names[seq[0][i]], cosine(a, b, d), i + 1 < len0 ? "," : "\n");
     }
-    printf("  B = %zu, n = %zu, d = %zu: first call %.1f ms (includes kernel builds), then median "
-           "%.2f ms over %d calls\n",
-           batch, n, d, first, t[RUNS / 2], RUNS);
+    printf("  B = %d, n = %zu (lengths %d, %d, %d), d = %zu: first call %.1f ms (includes kernel "
+           "builds), then median %.2f ms over %d calls\n",
+           BATCH, n, lengths[0], lengths[1], lengths[2], d, first, t[RUNS / 2], RUNS);
     ln_model_free(model);
     free(x), free(out);
     return 0;
