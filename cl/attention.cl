@@ -8,9 +8,17 @@
  * tile it gets the S tile once (read from a precomputed S, or recomputed
  * from the unit vectors u in chunks of ATTN_CHUNK_D columns) and then loops
  * over the heads, updating a per-(query, head) online softmax ("flash"
- * attention). No n x n matrix of logits ever exists; the state that does is
- * [ATTN_TILE_Q, heads * head_dim] numerators plus a running max and sum per
- * query and head, all in local memory.
+ * attention). No n x n matrix of logits ever exists; what does is, in local
+ * memory, [ATTN_TILE_Q, heads * head_dim] numerators, the query tile, a
+ * running max and sum per query and head, and one tile of S and of logits.
+ *
+ * Queries are the vector lanes: q, the S tile and the logits tile are kept
+ * transposed ([column][query]), so logits and S are vector FMAs of a
+ * broadcast k or u element into ATTN_VEC queries, the softmax runs down the
+ * keys without horizontal reductions, and k and v rows are read where they
+ * lie (no staging; a CPU's cache holds them, a GPU's L1 too). Each
+ * work-item keeps ATTN_BLOCK keys (logits, S) or ATTN_BLOCK query rows
+ * (P V) in registers so one vector load feeds ATTN_BLOCK FMAs.
  *
  * attention_naive_softmax: the row softmax of the straightforward path that
  * materialises the logits [heads, n, n] (src/attention.c, for comparison).
@@ -21,9 +29,9 @@
  * a tile's size) only skip loads, stores and arithmetic.
  */
 
-/* Build-time parameters; src/attention.c always sets them. ATTN_VEC is the
- * width of the float vectors the inner loops run on; it divides
- * ATTN_TILE_K and ATTN_HEAD_DIM. */
+/* Build-time parameters; src/attention.c always sets them. ATTN_VEC
+ * divides ATTN_TILE_Q and ATTN_HEAD_DIM; ATTN_BLOCK divides ATTN_TILE_Q
+ * and ATTN_TILE_K. */
 #ifndef ATTN_TILE_Q
 #define ATTN_TILE_Q 16
 #endif
@@ -34,13 +42,16 @@
 #define ATTN_CHUNK_D 64
 #endif
 #ifndef ATTN_WG
-#define ATTN_WG 64
+#define ATTN_WG 8
 #endif
 #ifndef ATTN_HEAD_DIM
 #define ATTN_HEAD_DIM 32
 #endif
 #ifndef ATTN_VEC
-#define ATTN_VEC 8
+#define ATTN_VEC 16
+#endif
+#ifndef ATTN_BLOCK
+#define ATTN_BLOCK 4
 #endif
 #ifndef ATTN_RECOMPUTE_S
 #define ATTN_RECOMPUTE_S 1
@@ -50,71 +61,32 @@
 #define TK ATTN_TILE_K
 #define DC ATTN_CHUNK_D
 #define HD ATTN_HEAD_DIM
-#define TKV (TK / ATTN_VEC) /* vectors per key-tile row */
+#define BL ATTN_BLOCK
+#define TQV (TQ / ATTN_VEC) /* query vectors per tile */
 #define HDV (HD / ATTN_VEC) /* vectors per head row */
 
 /* vecf: ATTN_VEC floats; VLOAD(i, p) / VSTORE(x, i, p) move the i-th
- * vector of p; vmax_all / vsum_all reduce one to a float. */
+ * vector of p (any alignment). */
 #if ATTN_VEC == 16
 typedef float16 vecf;
 #define VLOAD vload16
 #define VSTORE vstore16
-static float vmax_all(vecf x)
-{
-    const float8 a = fmax(x.lo, x.hi);
-    const float4 b = fmax(a.lo, a.hi);
-    return fmax(fmax(b.x, b.y), fmax(b.z, b.w));
-}
-static float vsum_all(vecf x)
-{
-    const float8 a = x.lo + x.hi;
-    const float4 b = a.lo + a.hi;
-    return (b.x + b.y) + (b.z + b.w);
-}
 #elif ATTN_VEC == 8
 typedef float8 vecf;
 #define VLOAD vload8
 #define VSTORE vstore8
-static float vmax_all(vecf x)
-{
-    const float4 b = fmax(x.lo, x.hi);
-    return fmax(fmax(b.x, b.y), fmax(b.z, b.w));
-}
-static float vsum_all(vecf x)
-{
-    const float4 b = x.lo + x.hi;
-    return (b.x + b.y) + (b.z + b.w);
-}
 #elif ATTN_VEC == 4
 typedef float4 vecf;
 #define VLOAD vload4
 #define VSTORE vstore4
-static float vmax_all(vecf x)
-{
-    return fmax(fmax(x.x, x.y), fmax(x.z, x.w));
-}
-static float vsum_all(vecf x)
-{
-    return (x.x + x.y) + (x.z + x.w);
-}
 #elif ATTN_VEC == 2
 typedef float2 vecf;
 #define VLOAD vload2
 #define VSTORE vstore2
-static float vmax_all(vecf x)
-{
-    return fmax(x.x, x.y);
-}
-static float vsum_all(vecf x)
-{
-    return x.x + x.y;
-}
 #else
 typedef float vecf;
 #define VLOAD(i, p) ((p)[i])
 #define VSTORE(x, i, p) ((p)[i] = (x))
-#define vmax_all(x) (x)
-#define vsum_all(x) (x)
 #endif
 
 /* Masked logits: finite, so the kernel stays correct under
@@ -141,12 +113,13 @@ void attention_fused(const uint n, const uint heads, const uint d,
                      const float scale,
                      __global float *out, const uint out_off, const uint ldo,
                      __local float *acc,   /* [TQ, heads * HD] softmax numerators */
+                     __local float *q_t,   /* [heads * HD, TQ] the query tile */
                      __local float *stats, /* [heads, TQ] running max, then [heads, TQ] sums */
-                     __local float *stage) /* u chunks, then one head's q, k^T, v tiles */
+                     __local float *u_t)   /* [DC, TQ] a chunk of the queries' u */
 {
-    __local float s_tile[TQ * TK]; /* S for this query tile x key tile */
-    __local float p_tile[TQ * TK]; /* logits, then exp(logit - running max) */
-    __local float rescale[TQ];     /* exp(old max - new max) of the current head */
+    __local float s_t[TK * TQ]; /* S tile, [key][query] */
+    __local float p_t[TK * TQ]; /* logits, then exp(logit - running max), [key][query] */
+    __local float rescale[TQ];  /* exp(old max - new max) of the current head */
 
     const uint lid = get_local_id(0);
     const uint q_tiles = (n + TQ - 1) / TQ;
@@ -158,134 +131,130 @@ void attention_fused(const uint n, const uint heads, const uint d,
 
     __local float *run_max = stats;
     __local float *run_sum = stats + heads * TQ;
-    for (uint e = lid; e < TQ * width; e += ATTN_WG)
+    for (uint e = lid; e < TQ * width; e += ATTN_WG) {
+        const uint i = e / width, col = e % width; /* reads along q's rows */
         acc[e] = 0.0f;
+        q_t[col * TQ + i] = q0 + i < n ? q[q_off + (row0 + q0 + i) * ldq + col] : 0.0f;
+    }
     for (uint e = lid; e < heads * TQ; e += ATTN_WG) {
         run_max[e] = ATTN_MASKED;
         run_sum[e] = 0.0f;
     }
 
     for (uint j0 = 0; j0 < kv_len; j0 += TK) { /* uniform: kv_len is per group */
+        /* Keys past kv_len read the last valid row: in bounds and finite,
+         * and their weight is exactly 0. */
+        const uint last = kv_len - 1;
+
         /* ---- S tile, once for all heads ---- */
 #if ATTN_RECOMPUTE_S
         __global const float *unit = sim_source;
-        __local float *uq = stage;             /* [TQ, DC] */
-        __local float *uk_t = stage + TQ * DC; /* [DC, TK]: keys contiguous */
-        for (uint e = lid; e < TQ * TK; e += ATTN_WG)
-            s_tile[e] = 0.0f;
+        for (uint e = lid; e < TK * TQ; e += ATTN_WG)
+            s_t[e] = 0.0f;
         for (uint c0 = 0; c0 < d; c0 += DC) {
-            /* The stage is free: the last head (or chunk) is done with it. */
-            barrier(CLK_LOCAL_MEM_FENCE);
+            const uint dc = min((uint)DC, d - c0);
             for (uint e = lid; e < TQ * DC; e += ATTN_WG) {
                 const uint i = e / DC, c = e % DC;
-                uq[e] = (q0 + i < n && c0 + c < d) ? unit[(row0 + q0 + i) * d + c0 + c] : 0.0f;
-            }
-            for (uint e = lid; e < TK * DC; e += ATTN_WG) {
-                const uint j = e / DC, c = e % DC;
-                uk_t[c * TK + j] =
-                    (j0 + j < kv_len && c0 + c < d) ? unit[(row0 + j0 + j) * d + c0 + c] : 0.0f;
+                u_t[c * TQ + i] = (q0 + i < n && c < dc) ? unit[(row0 + q0 + i) * d + c0 + c] : 0.0f;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
-            for (uint e = lid; e < TQ * TKV; e += ATTN_WG) {
-                const uint i = e / TKV, jv = e % TKV;
-                __local float *srow = s_tile + i * TK; /* item e owns this vector */
-                vecf s = VLOAD(jv, srow);
-                for (uint c = 0; c < DC; c++)
-                    s = mad((vecf)uq[i * DC + c], VLOAD(jv, uk_t + c * TK), s);
-                VSTORE(s, jv, srow);
+            for (uint e = lid; e < (TK / BL) * TQV; e += ATTN_WG) {
+                const uint jb = e / TQV * BL, iv = e % TQV; /* item e owns these entries */
+                __global const float *urow[BL];
+                vecf s[BL];
+                for (uint r = 0; r < BL; r++) {
+                    urow[r] = unit + (row0 + min(j0 + jb + r, last)) * d + c0;
+                    s[r] = VLOAD(iv, s_t + (jb + r) * TQ);
+                }
+                for (uint c = 0; c < dc; c++) {
+                    const vecf uq = VLOAD(iv, u_t + c * TQ);
+                    for (uint r = 0; r < BL; r++)
+                        s[r] = mad((vecf)urow[r][c], uq, s[r]);
+                }
+                for (uint r = 0; r < BL; r++)
+                    VSTORE(s[r], iv, s_t + (jb + r) * TQ);
             }
+            barrier(CLK_LOCAL_MEM_FENCE); /* u_t is free again; s_t complete after the last */
         }
 #else
         __global const float *sim = sim_source;
         for (uint e = lid; e < TQ * TK; e += ATTN_WG) {
-            const uint i = e / TK, j = e % TK;
-            s_tile[e] = (q0 + i < n && j0 + j < kv_len)
-                            ? sim[((size_t)row0 + q0 + i) * n + j0 + j]
-                            : 0.0f;
+            const uint i = e / TK, j = e % TK; /* reads along S's rows */
+            s_t[j * TQ + i] = (q0 + i < n && j0 + j < kv_len)
+                                  ? sim[((size_t)row0 + q0 + i) * n + j0 + j]
+                                  : 0.0f;
         }
+        barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 
         /* ---- every head against this key tile ---- */
         for (uint h = 0; h < heads; h++) {
-            __local float *qs = stage;            /* [TQ, HD] */
-            __local float *k_t = stage + TQ * HD; /* [HD, TK]: keys contiguous */
-            __local float *vs = k_t + HD * TK;    /* [TK, HD] */
-            /* The stage, p_tile and rescale are free; s_tile is complete. */
-            barrier(CLK_LOCAL_MEM_FENCE);
-#ifndef X_NOLOAD
-            for (uint e = lid; e < TQ * HD; e += ATTN_WG) {
-                const uint i = e / HD, c = e % HD;
-                qs[e] = q0 + i < n ? q[q_off + (row0 + q0 + i) * ldq + h * HD + c] : 0.0f;
-            }
-            for (uint e = lid; e < TK * HD; e += ATTN_WG) {
-                const uint j = e / HD, c = e % HD;
-                const bool live = j0 + j < kv_len;
-                k_t[c * TK + j] = live ? k[k_off + (row0 + j0 + j) * ldk + h * HD + c] : 0.0f;
-                vs[e] = live ? v[v_off + (row0 + j0 + j) * ldv + h * HD + c] : 0.0f;
-            }
-#endif
-            barrier(CLK_LOCAL_MEM_FENCE);
-
-            /* Logits, ATTN_VEC keys at a time: no reductions in the inner loop. */
             const float t = temperature[h];
-            for (uint e = lid; e < TQ * TKV; e += ATTN_WG) {
-                const uint i = e / TKV, jv = e % TKV;
-                vecf dot = 0.0f;
-                for (uint c = 0; c < HD; c++)
-                    dot = mad((vecf)qs[i * HD + c], VLOAD(jv, k_t + c * TK), dot);
-                __local float *prow = p_tile + i * TK;
-                VSTORE(mad(dot, (vecf)scale, (vecf)t * VLOAD(jv, s_tile + i * TK)), jv, prow);
-                for (uint j = jv * ATTN_VEC; j < (jv + 1) * ATTN_VEC; j++)
-                    if (j0 + j >= kv_len)
-                        prow[j] = ATTN_MASKED;
+            for (uint e = lid; e < (TK / BL) * TQV; e += ATTN_WG) {
+                const uint jb = e / TQV * BL, iv = e % TQV;
+                __global const float *krow[BL];
+                vecf dot[BL];
+                for (uint r = 0; r < BL; r++) {
+                    krow[r] = k + k_off + (row0 + min(j0 + jb + r, last)) * ldk + h * HD;
+                    dot[r] = 0.0f;
+                }
+                __local const float *qh = q_t + h * HD * TQ;
+                for (uint c = 0; c < HD; c++) {
+                    const vecf qv = VLOAD(iv, qh + c * TQ);
+                    for (uint r = 0; r < BL; r++)
+                        dot[r] = mad((vecf)krow[r][c], qv, dot[r]);
+                }
+                for (uint r = 0; r < BL; r++) {
+                    const uint j = jb + r;
+                    const vecf logit = mad(dot[r], (vecf)scale, (vecf)t * VLOAD(iv, s_t + j * TQ));
+                    VSTORE(j0 + j < kv_len ? logit : (vecf)ATTN_MASKED, iv, p_t + j * TQ);
+                }
             }
             barrier(CLK_LOCAL_MEM_FENCE);
 
-            /* Online softmax, one row per item: new max, weights, sum. */
+            /* Online softmax down the keys, ATTN_VEC queries at a time. */
             __local float *head_max = run_max + h * TQ;
             __local float *head_sum = run_sum + h * TQ;
-            for (uint i = lid; i < TQ; i += ATTN_WG) {
-                __local float *prow = p_tile + i * TK;
-                vecf mv = VLOAD(0, prow);
-                for (uint jv = 1; jv < TKV; jv++)
-                    mv = fmax(mv, VLOAD(jv, prow));
-                const float old_max = head_max[i];
-                const float m = fmax(old_max, vmax_all(mv));
-                vecf sv = 0.0f;
-                for (uint jv = 0; jv < TKV; jv++) {
-#ifdef X_NOEXP
-                    const vecf p = (VLOAD(jv, prow) - (vecf)m);
-#else
-                    const vecf p = exp(VLOAD(jv, prow) - (vecf)m);
-#endif
-                    VSTORE(p, jv, prow);
-                    sv += p;
+            for (uint iv = lid; iv < TQV; iv += ATTN_WG) {
+                const vecf old_max = VLOAD(iv, head_max);
+                vecf m = old_max;
+                for (uint j = 0; j < TK; j++)
+                    m = fmax(m, VLOAD(iv, p_t + j * TQ));
+                vecf sum = 0.0f;
+                for (uint j = 0; j < TK; j++) {
+                    const vecf p = exp(VLOAD(iv, p_t + j * TQ) - m);
+                    VSTORE(p, iv, p_t + j * TQ);
+                    sum += p;
                 }
                 /* The first tile always holds key 0 < kv_len, so m is a real
                  * logit from then on and the old state's weight is 0 here. */
-                const float r = exp(old_max - m);
-                head_max[i] = m;
-                head_sum[i] = head_sum[i] * r + vsum_all(sv);
-                rescale[i] = r;
+                const vecf r = exp(old_max - m);
+                VSTORE(m, iv, head_max);
+                VSTORE(mad(VLOAD(iv, head_sum), r, sum), iv, head_sum);
+                VSTORE(r, iv, rescale);
             }
             barrier(CLK_LOCAL_MEM_FENCE);
 
-            /* Numerators += P V, ATTN_VEC columns at a time. */
-#ifndef X_NOPV
-            for (uint e = lid; e < TQ * HDV; e += ATTN_WG) {
-                const uint i = e / HDV, cv = e % HDV;
-                __local float *arow = acc + i * width + h * HD;
-                __local const float *prow = p_tile + i * TK;
-                vecf a = VLOAD(cv, arow) * (vecf)rescale[i];
-                for (uint j = 0; j < TK; j++)
-                    a = mad((vecf)prow[j], VLOAD(cv, vs + j * HD), a);
-                VSTORE(a, cv, arow);
+            /* Numerators += P V over the live keys, ATTN_VEC columns at a time. */
+            const uint live_keys = min((uint)TK, kv_len - j0);
+            for (uint e = lid; e < (TQ / BL) * HDV; e += ATTN_WG) {
+                const uint ib = e / HDV * BL, cv = e % HDV;
+                vecf a[BL];
+                for (uint r = 0; r < BL; r++)
+                    a[r] = VLOAD(cv, acc + (ib + r) * width + h * HD) * (vecf)rescale[ib + r];
+                __global const float *vcol = v + v_off + (row0 + j0) * ldv + h * HD;
+                for (uint j = 0; j < live_keys; j++) {
+                    const vecf vv = VLOAD(cv, vcol + j * ldv);
+                    for (uint r = 0; r < BL; r++)
+                        a[r] = mad((vecf)p_t[j * TQ + ib + r], vv, a[r]);
+                }
+                for (uint r = 0; r < BL; r++)
+                    VSTORE(a[r], cv, acc + (ib + r) * width + h * HD);
             }
-#endif
+            barrier(CLK_LOCAL_MEM_FENCE); /* p_t, rescale and (last head) s_t are free */
         }
     }
 
-    barrier(CLK_LOCAL_MEM_FENCE);
     for (uint e = lid; e < TQ * width; e += ATTN_WG) {
         const uint i = e / width, col = e % width;
         if (q0 + i < n) {

@@ -299,6 +299,36 @@ LN_API ln_status ln_model_transformer_block(ln_model *model, int layer, int bran
 LN_API ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n,
                                      cl_mem h, cl_mem unit, cl_mem s, cl_mem lengths);
 
+/* ------------------------------------------------------------- tuning */
+
+/* ln-cl keeps two caches per user under $LN_CACHE_DIR, else
+ * $XDG_CACHE_HOME/ln-cl, else ~/.cache/ln-cl: program binaries
+ * (binaries/, so a second process skips the kernel compiler) and the
+ * parameters ln-tune found for each device (tuning/<device>.json, read by
+ * ln_context_create). LN_TUNE_CACHE=off disables both. A missing, stale
+ * (other driver, kernels or tuner) or corrupt file is never an error: the
+ * defaults are used and a warning names the reason on stderr. */
+typedef struct ln_tuning_info {
+    /* The parameters in effect on the context. */
+    size_t wg_layernorm;   /* work-items per row of LayerNorm / unit rows */
+    size_t wg_elementwise; /* epilogues, positional encoding, attention cap */
+    ln_attention_mode attn_mode; /* AUTO unless tuned */
+    size_t attn_tile_q;
+    size_t attn_tile_k;
+    int from_cache;        /* 1 when any of them came from the tuning file */
+    int tuned_values;      /* how many of them did */
+    int tuning_entries;    /* entries (kernel x shape) in the loaded file */
+    int cache_enabled;     /* 0 under LN_TUNE_CACHE=off */
+    char cache_path[1024]; /* the device's tuning file ("" when disabled) */
+    /* Program-binary cache use on this context so far. */
+    unsigned binary_cache_hits;
+    unsigned binary_cache_misses;
+    unsigned binary_cache_stores;
+} ln_tuning_info;
+
+/* Method: what the context's kernels run with and where it came from. */
+LN_API ln_status ln_context_tuning(const ln_context *ctx, ln_tuning_info *out);
+
 #ifdef __cplusplus
 }
 #endif

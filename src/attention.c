@@ -14,33 +14,38 @@
 #include <string.h>
 
 /* Columns of u staged per step when S tiles are recomputed: 64 keeps the
- * u stage ((tile_q + tile_k) * 64 floats, 12 KiB at 16 x 32) no larger
- * than the q, k, v stage of head_dim 64 it shares memory with. */
+ * stage (64 x tile_q floats) small beside the accumulators. */
 #define ATTN_CHUNK_D 64
 
-/* Tile sizes and work-group size of one build of attention_fused. */
+/* Tile sizes, vector width, register block and work-group size of one
+ * build of attention_fused (cl/attention.cl explains each). */
 typedef struct attn_plan {
     bool recompute;
-    size_t tile_q, tile_k, chunk_d, wg, vec;
+    size_t tile_q, tile_k, chunk_d, vec, block, wg;
 } attn_plan;
 
-/* Local memory of the kernel in floats: its static tiles plus the three
- * buffers sized here (cl/attention.cl names them). */
+/* Local memory of the kernel in floats: its static tiles plus the buffers
+ * sized here (cl/attention.cl names them). */
 static size_t plan_local_floats(const attn_plan *p, size_t heads, size_t head_dim)
 {
-    size_t stage = (p->tile_q + 2 * p->tile_k) * head_dim;
-    if (p->recompute && (p->tile_q + p->tile_k) * p->chunk_d > stage)
-        stage = (p->tile_q + p->tile_k) * p->chunk_d;
-    return p->tile_q * heads * head_dim /* acc */
-           + 2 * heads * p->tile_q      /* running max and sum */
-           + stage                      /* u chunks, then q, k^T, v of one head */
-           + 2 * p->tile_q * p->tile_k  /* s_tile, p_tile */
-           + p->tile_q;                 /* rescale */
+    return 2 * p->tile_q * heads * head_dim             /* acc, q_t */
+           + 2 * heads * p->tile_q                      /* running max and sum */
+           + (p->recompute ? p->chunk_d * p->tile_q : 1) /* u_t */
+           + 2 * p->tile_k * p->tile_q                  /* s_t, p_t */
+           + p->tile_q;                                 /* rescale */
 }
 
-/* The tuned tiles if they fit the device's local memory, else smaller ones:
- * halve what costs the most (the u stage, the per-query accumulators or the
- * key tiles) until the kernel fits. */
+static size_t largest_pow2_dividing(size_t limit, size_t a, size_t b)
+{
+    size_t x = 1;
+    while (x * 2 <= limit && a % (x * 2) == 0 && b % (x * 2) == 0)
+        x *= 2;
+    return x;
+}
+
+/* The tuned tiles if they fit the device's local memory, else smaller ones
+ * (the per-query buffers first, then the key tile, then the u chunk), and
+ * the vector width, register block and work-group size that go with them. */
 static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_t head_dim,
                             bool recompute, attn_plan *p)
 {
@@ -48,14 +53,12 @@ static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_
     p->tile_q = ctx->params.attn_tile_q ? ctx->params.attn_tile_q : 1;
     p->tile_k = ctx->params.attn_tile_k ? ctx->params.attn_tile_k : 1;
     p->chunk_d = ATTN_CHUNK_D;
+    if (getenv("XTQ")) p->tile_q = atoi(getenv("XTQ"));
+    if (getenv("XTK")) p->tile_k = atoi(getenv("XTK"));
     const uint64_t budget = ctx->info.local_mem_bytes;
     while ((uint64_t)plan_local_floats(p, heads, head_dim) * sizeof(float) > budget) {
-        const size_t qkv_stage = (p->tile_q + 2 * p->tile_k) * head_dim;
-        const size_t u_stage = (p->tile_q + p->tile_k) * p->chunk_d;
-        if (recompute && u_stage > qkv_stage && p->chunk_d > 8)
-            p->chunk_d /= 2;
-        else if (p->tile_q > 1 && (p->tile_q * heads * head_dim >= 2 * p->tile_k * head_dim ||
-                                   p->tile_k == 1))
+        if (p->tile_q > 1 && (p->tile_q * heads * head_dim >= p->tile_k * p->tile_q ||
+                              p->tile_k == 1))
             p->tile_q /= 2;
         else if (p->tile_k > 1)
             p->tile_k /= 2;
@@ -65,26 +68,27 @@ static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_
             return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
                            "%s: %zu heads of %zu need %zu bytes of local memory even with "
                            "1 x 1 tiles; the device has %llu",
-                           op, heads, head_dim, plan_local_floats(p, heads, head_dim) * sizeof(float),
+                           op, heads, head_dim,
+                           plan_local_floats(p, heads, head_dim) * sizeof(float),
                            (unsigned long long)budget);
     }
-    /* Inner loops run on vectors of the device's preferred float width
-     * that divide the key tile and the head. */
+    /* Queries are the vector lanes: the device's preferred float width
+     * (16 on PoCL with AVX-512, 1 on NVIDIA) where it divides the tile and
+     * the head. Blocks of 4 keys or rows per work-item: one vector load
+     * feeds 4 FMAs. */
     cl_uint preferred = 1;
-    clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(preferred),
-                    &preferred, NULL);
-    if (getenv("XVEC")) preferred = atoi(getenv("XVEC"));
-    p->vec = 16;
-    while (p->vec > 1 && (p->vec > preferred || p->tile_k % p->vec || head_dim % p->vec))
-        p->vec /= 2;
-    /* One work-item per 8 logits of a tile: 64 items at 16 x 32 on a CPU. */
-    size_t wg = p->tile_q * p->tile_k / 8;
-    if (getenv("XWG")) wg = atoi(getenv("XWG"));
-    if (wg > ctx->params.wg_elementwise)
-        wg = ctx->params.wg_elementwise;
-    if (wg > ctx->info.max_work_group_size)
-        wg = ctx->info.max_work_group_size;
-    p->wg = wg ? wg : 1;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(preferred),
+                        &preferred, NULL) != CL_SUCCESS)
+        preferred = 1;
+    p->vec = largest_pow2_dividing(preferred, p->tile_q, head_dim);
+    p->block = largest_pow2_dividing(4, p->tile_q, p->tile_k);
+    /* One work-item per register block of the logits or of P V, whichever
+     * has more. */
+    const size_t logit_items = p->tile_k / p->block * (p->tile_q / p->vec);
+    const size_t pv_items = p->tile_q / p->block * (head_dim / p->vec);
+    p->wg = logit_items > pv_items ? logit_items : pv_items;
+    if (p->wg > ctx->info.max_work_group_size)
+        p->wg = ctx->info.max_work_group_size;
     return LN_SUCCESS;
 }
 
@@ -97,8 +101,9 @@ static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl
         char options[256];
         snprintf(options, sizeof(options),
                  "-DATTN_TILE_Q=%zu -DATTN_TILE_K=%zu -DATTN_CHUNK_D=%zu -DATTN_WG=%zu "
-                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_RECOMPUTE_S=%d",
-                 p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->recompute ? 1 : 0);
+                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d",
+                 p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->block,
+                 p->recompute ? 1 : 0);
         if (getenv("XOPT")) { strcat(options, " "); strcat(options, getenv("XOPT")); }
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);
         if (st)
@@ -212,9 +217,6 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
     if ((st = plan_fused(ctx, op, heads, head_dim, recompute, &plan)) ||
         (st = fused_kernel(ctx, &plan, head_dim, &kern)))
         return st;
-    size_t stage = (plan.tile_q + 2 * plan.tile_k) * head_dim;
-    if (recompute && (plan.tile_q + plan.tile_k) * plan.chunk_d > stage)
-        stage = (plan.tile_q + plan.tile_k) * plan.chunk_d;
     const cl_uint un = (cl_uint)n, uheads = (cl_uint)heads, ud = (cl_uint)d;
     const cl_uint qo = (cl_uint)q.offset, qld = (cl_uint)q.ld, ko = (cl_uint)k.offset,
                   kld = (cl_uint)k.ld, vo = (cl_uint)v.offset, vld = (cl_uint)v.ld,
@@ -227,8 +229,10 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
                           LN_ARG(temperature), LN_ARG(lengths), LN_ARG(has_lengths),
                           LN_ARG(scale), LN_ARG(out.mem), LN_ARG(oo), LN_ARG(old),
                           LN_LOCAL(plan.tile_q * width * sizeof(float)),
+                          LN_LOCAL(width * plan.tile_q * sizeof(float)),
                           LN_LOCAL(2 * heads * plan.tile_q * sizeof(float)),
-                          LN_LOCAL(stage * sizeof(float)), LN_ARGS_END)))
+                          LN_LOCAL((recompute ? plan.chunk_d * plan.tile_q : 1) * sizeof(float)),
+                          LN_ARGS_END)))
         return st;
     const size_t groups = batch * ((n + plan.tile_q - 1) / plan.tile_q);
     const size_t global = groups * plan.wg;

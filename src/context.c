@@ -244,6 +244,7 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
         }
         ctx->device_bytes_cap = (uint64_t)mb << 20;
     }
+    ln_tune_context_load(ctx);
     *out = ctx;
     return LN_SUCCESS;
 }
@@ -252,6 +253,8 @@ void ln_context_destroy(ln_context *ctx)
 {
     if (!ctx)
         return;
+    if (ln_profile_of(ctx))
+        ln_profile_attach(ctx, NULL);
     if (ctx->queue) {
         clFinish(ctx->queue);
         clReleaseCommandQueue(ctx->queue);
@@ -262,6 +265,7 @@ void ln_context_destroy(ln_context *ctx)
         clReleaseProgram(ctx->programs[i].program);
     if (ctx->cl)
         clReleaseContext(ctx->cl);
+    ln_tune_context_free(ctx);
     free(ctx);
 }
 
@@ -389,4 +393,68 @@ ln_status ln_check_view(ln_context *ctx, const char *op, const char *name, ln_dm
                        "%s: %s has leading dimension %zu, less than its width %zu", op, name,
                        m.ld, cols);
     return ln_check_mem(ctx, op, name, m.mem, m.offset, rows ? (rows - 1) * m.ld + cols : 0);
+}
+
+/* ------------------------------------------------ profiling (ln_bench) */
+
+/* One attachment per thread: a context is used by one thread at a time. */
+static _Thread_local const ln_context *profile_ctx;
+static _Thread_local ln_profile *profile_sink;
+
+void ln_profile_attach(ln_context *ctx, ln_profile *p)
+{
+    profile_ctx = p ? ctx : NULL;
+    profile_sink = p;
+}
+
+ln_profile *ln_profile_of(const ln_context *ctx)
+{
+    return profile_sink && profile_ctx == ctx ? profile_sink : NULL;
+}
+
+cl_event ln_profile_begin(ln_context *ctx)
+{
+    cl_event marker = NULL;
+    if (!ln_profile_of(ctx) || clFinish(ctx->queue) != CL_SUCCESS ||
+        clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &marker) != CL_SUCCESS)
+        return NULL;
+    return marker;
+}
+
+void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *kernel,
+                    const char *what, size_t m, size_t n, size_t k, size_t batch)
+{
+    ln_profile *p = ln_profile_of(ctx);
+    cl_ulong t0 = 0, t1 = 0;
+    bool ok = p && last && clWaitForEvents(1, &last) == CL_SUCCESS &&
+              clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof(t1), &t1, NULL) ==
+                  CL_SUCCESS &&
+              clGetEventProfilingInfo(start ? start : last,
+                                      start ? CL_PROFILING_COMMAND_END : CL_PROFILING_COMMAND_START,
+                                      sizeof(t0), &t0, NULL) == CL_SUCCESS;
+    if (start)
+        clReleaseEvent(start);
+    if (last)
+        clReleaseEvent(last);
+    if (!ok)
+        return;
+    ln_profile_entry *e = NULL;
+    for (int i = 0; i < p->count && !e; i++)
+        if (p->entry[i].m == m && p->entry[i].n == n && p->entry[i].k == k &&
+            p->entry[i].batch == batch && strcmp(p->entry[i].kernel, kernel) == 0 &&
+            strcmp(p->entry[i].what, what) == 0)
+            e = &p->entry[i];
+    if (!e) {
+        if (p->count == LN_PROFILE_ENTRIES) {
+            p->dropped++;
+            return;
+        }
+        e = &p->entry[p->count++];
+        memset(e, 0, sizeof(*e));
+        snprintf(e->kernel, sizeof(e->kernel), "%s", kernel);
+        snprintf(e->what, sizeof(e->what), "%s", what);
+        e->m = m, e->n = n, e->k = k, e->batch = batch;
+    }
+    e->count++;
+    e->ms += t1 > t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
 }

@@ -173,4 +173,126 @@ cl_event ln_profile_begin(ln_context *ctx);
 void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *kernel,
                     const char *what, size_t m, size_t n, size_t k, size_t batch);
 
+/* ------------------------------------------------ caches (issue 5) */
+/* The on-disk caches: program binaries (src/binary_cache.c) and tuned
+ * parameters (src/tune_cache.c), both under ln_cache_subdir(). */
+
+/* Bumped when a cache file's layout changes; old files are then misses. */
+#define LN_CACHE_FORMAT_VERSION 1u
+/* Bumped when ln-tune measures differently; tuning files of another
+ * version are ignored as stale. */
+#define LN_TUNER_VERSION 1u
+/* Options every program is built with, before the family's own. */
+#define LN_BUILD_OPTIONS_BASE "-cl-std=CL1.2"
+
+#define LN_FNV_OFFSET 0xcbf29ce484222325ull
+/* FNV-1a 64 of `n` bytes, continuing from `h` (start with LN_FNV_OFFSET). */
+uint64_t ln_fnv1a64(uint64_t h, const void *data, size_t n);
+/* False when LN_TUNE_CACHE=off (or 0, no, false): no cache is read or written. */
+bool ln_cache_enabled(void);
+/* <cache>/<sub> made if missing (mode 0777 minus umask), where <cache> is
+ * $LN_CACHE_DIR, else $XDG_CACHE_HOME/ln-cl, else $HOME/.cache/ln-cl.
+ * False when caching is off, no base directory is known or mkdir fails. */
+bool ln_cache_subdir(const char *sub, char *path, size_t cap);
+/* FNV-1a 64 of LN_BUILD_OPTIONS_BASE and every embedded family's name
+ * and source: a tuning file made for other kernels is stale. */
+uint64_t ln_kernel_sources_hash(void);
+
+/* Program-binary cache, used by ln_program_get. `full_options` is the
+ * whole option string given to clBuildProgram. load returns a built
+ * program or NULL (absent, stale, corrupt, refused: then build from
+ * source); neither ever fails the caller or leaves an error message. */
+cl_program ln_binary_cache_load(ln_context *ctx, const char *family, const char *source,
+                                size_t length, const char *full_options);
+void ln_binary_cache_store(ln_context *ctx, const char *family, const char *source,
+                           size_t length, const char *full_options, cl_program prog);
+/* Path of the binary for this key (whether or not it exists); false when
+ * caching is off. For tests and ln-tune --show. */
+bool ln_binary_cache_path(const ln_context *ctx, const char *family, const char *source,
+                          size_t length, const char *full_options, char *path, size_t cap);
+
+/* Tuned parameters: the ln_params fields ln-tune sets, by index. */
+enum {
+    LN_TP_WG_LAYERNORM = 0,
+    LN_TP_WG_ELEMENTWISE,
+    LN_TP_ATTN_MODE,
+    LN_TP_ATTN_TILE_Q,
+    LN_TP_ATTN_TILE_K,
+    LN_TP_COUNT
+};
+extern const char *const ln_tune_param_names[LN_TP_COUNT];
+
+/* One tuning result: a kernel family at a shape bucket (batch and n
+ * rounded up to powers of two), the values it sets (-1: not set) and the
+ * median times of the default and the tuned values in microseconds. */
+typedef struct ln_tune_entry {
+    char kernel[32]; /* "layernorm", "elementwise", "attention" */
+    uint64_t batch, n;
+    long long value[LN_TP_COUNT];
+    double default_us, tuned_us;
+} ln_tune_entry;
+
+typedef struct ln_tune_table {
+    ln_tune_entry *entries;
+    size_t count, cap;
+} ln_tune_table;
+
+typedef enum ln_tune_file_result {
+    LN_TUNE_FILE_OK = 0,
+    LN_TUNE_FILE_ABSENT,
+    LN_TUNE_FILE_CORRUPT, /* unreadable, not JSON, wrong types or values */
+    LN_TUNE_FILE_STALE    /* valid, but made for another device, driver, kernels or tuner */
+} ln_tune_file_result;
+
+/* Smallest power of two >= x (1 for 0); shapes are tuned per bucket. */
+uint64_t ln_tune_bucket(uint64_t x);
+/* "B1-n1024" for the bucket of (batch, n). */
+void ln_tune_shape_name(uint64_t batch, uint64_t n, char *buf, size_t cap);
+/* An entry with no values set, for (kernel, bucket of batch and n). */
+void ln_tune_entry_init(ln_tune_entry *e, const char *kernel, uint64_t batch, uint64_t n);
+/* Adds e, replacing the entry of the same kernel and shape. */
+ln_status ln_tune_table_put(ln_tune_table *t, const ln_tune_entry *e);
+void ln_tune_table_free(ln_tune_table *t);
+
+/* tuning/<sanitised platform and device>.json; false when caching is off. */
+bool ln_tune_file_path(const ln_device_info *info, char *path, size_t cap);
+/* Reads and validates a tuning file against `info` (the key: platform name
+ * and version, device, driver, compute units, kernel hash, tuner version).
+ * On anything but OK, `why` says what (and *out is empty). Never crashes on
+ * any content. */
+ln_tune_file_result ln_tune_file_read(const ln_device_info *info, const char *path,
+                                      ln_tune_table *out, char *why, size_t why_cap);
+/* Merges `count` entries into the file at `path` under an flock on
+ * <path>.lock: re-reads what is there (a stale or corrupt file is
+ * replaced), puts the new entries over it and writes it atomically, so two
+ * tuners running at once both keep their results. */
+ln_status ln_tune_file_merge(ln_context *ctx, const ln_device_info *info, const char *path,
+                             const ln_tune_entry *add, size_t count);
+/* Sets p from a table: per kernel, the entry of the largest shape (n,
+ * then batch) gives the work-group sizes and attention tiles; attn_mode
+ * only when every attention entry agrees. Returns how many values it set. */
+int ln_tune_apply(const ln_tune_table *t, const ln_device_info *info, ln_params *p);
+
+/* Per-context cache state, kept beside the context (ln_context's layout is
+ * not touched): counters of the binary cache and the loaded tuning table. */
+typedef struct ln_cache_state {
+    unsigned binary_hits, binary_misses, binary_stores, binary_rejects;
+    ln_tune_table tuning;
+    int tuned_values; /* values ln_tune_apply set from the file */
+    char tuning_path[1024];
+} ln_cache_state;
+/* The context's state, made on first use; NULL only when out of memory. */
+ln_cache_state *ln_cache_state_of(const ln_context *ctx);
+/* Called at the end of ln_context_create: loads the device's tuning file
+ * (unless LN_TUNE_CACHE=off), applies it to ctx->params, warns on stderr
+ * about an ignored file. Never fails. */
+void ln_tune_context_load(ln_context *ctx);
+/* Called by ln_context_destroy: drops the context's cache state. */
+void ln_tune_context_free(ln_context *ctx);
+/* The tuned parameters for one shape: ctx->params with the values of the
+ * entries at the bucket of (batch, n) laid over it. For ops that want the
+ * per-bucket values (attention); false when no entry matches. */
+bool ln_tuned_params_for(const ln_context *ctx, const char *kernel, size_t batch, size_t n,
+                         ln_params *out);
+
 #endif

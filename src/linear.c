@@ -23,10 +23,13 @@ ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t 
                   float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what)
 {
     cl_command_queue q = ctx->queue;
+    cl_event start = ln_profile_begin(ctx), last = NULL; /* NULL unless profiled */
     CLBlastStatusCode code = CLBlastSgemm(
         CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
         trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
-        a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset, c.ld, &q, NULL);
+        a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset, c.ld, &q, start ? &last : NULL);
+    if (start)
+        ln_profile_end(ctx, start, code == CLBlastSuccess ? last : NULL, "gemm", what, m, n, k, 1);
     return code == CLBlastSuccess ? LN_SUCCESS : clblast_failed(ctx, code, what, m, n, k);
 }
 
@@ -38,11 +41,15 @@ ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m,
     if (batch == 1)
         return ln_gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, b, beta, c, what);
     cl_command_queue q = ctx->queue;
+    cl_event start = ln_profile_begin(ctx), last = NULL; /* NULL unless profiled */
     CLBlastStatusCode code = CLBlastSgemmStridedBatched(
         CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
         trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
         a.ld, stride_a, b.mem, b.offset, b.ld, stride_b, beta, c.mem, c.offset, c.ld, stride_c,
-        batch, &q, NULL);
+        batch, &q, start ? &last : NULL);
+    if (start)
+        ln_profile_end(ctx, start, code == CLBlastSuccess ? last : NULL, "gemm", what, m, n, k,
+                       batch);
     return code == CLBlastSuccess ? LN_SUCCESS : clblast_failed(ctx, code, what, m, n, k);
 }
 

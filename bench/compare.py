@@ -1,0 +1,510 @@
+#!/usr/bin/env python3
+"""compare.py: ln-cl against PyTorch on the same weights, shapes and machine,
+in one invocation. It owns the PyTorch side of the benchmark: the reference
+LNEncoder as written (shared/reference/ln_reference.py), a variant with the
+same maths through F.scaled_dot_product_attention and a float mask
+(SDPASemanticAttention below; checked against the reference first), and on
+CUDA a torch.compile of that variant; and the GEMM side: ln-bench's CLBlast
+SGEMM figures against numpy (OpenBLAS) on a CPU, torch.matmul fp32 with TF32
+off on CUDA, at the model's GEMM shapes.
+
+    python3 bench/compare.py [--bench build-bench/bench/ln-bench]
+        [--batch 1,8] [--n 64,256,1024,4096] [--skip 8x4096] [--repeats 5]
+        [--warmup 1] [--seed 0] [--device SPEC] [--out results.json]
+
+Steps:
+ 1. Seeded LNEncoder weights (torch.manual_seed) saved as safetensors with
+    the `ln_config` metadata; ln-bench gets them with --model, so both sides
+    run the same weights.
+ 2. Checks: the SDPA variant matches the reference (relative L2 <= 1e-5, in
+    float64 and float32, with padding); ln-run's output on those weights
+    matches the float64 reference (<= 1e-4, SPEC's bound) when ln-run is
+    found beside ln-bench.
+ 3. Per shape, interleaved: ln-bench for that shape (--json), then the
+    reference, then the SDPA variant (then the compiled one): eager,
+    float32, inference mode, median of --repeats after --warmup.
+ 4. ln-bench's GEMM section for all shapes, then numpy (CPU) or
+    torch.matmul (CUDA) at the same shapes.
+ 5. Tables with ln-cl / PyTorch time ratios (> 1: ln-cl slower); --out
+    keeps every number as JSON.
+
+On a CPU, defaults skip B=8 n=4096 (minutes per forward on 2 cores).
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE may be set in this environment (older
+OpenBLAS builds need them on some processors); they slow a current numpy, so
+the numpy GEMM timing runs in a child process with both unset, and prints
+the kernel threadpoolctl reports there.
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def find_reference():
+    for p in (os.environ.get("LN_REFERENCE", ""),
+              os.path.join(REPO, "..", "shared", "reference", "ln_reference.py"),
+              os.path.join(REPO, "shared", "reference", "ln_reference.py"),
+              "/work/shared/reference/ln_reference.py"):
+        if p and os.path.isfile(p):
+            return os.path.abspath(p)
+    sys.exit("compare.py: ln_reference.py not found (set LN_REFERENCE)")
+
+
+def load_module(path, name):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ref = load_module(find_reference(), "ln_reference")
+
+
+class SDPASemanticAttention(ref.SemanticAttention):
+    """The reference's SemanticAttention with the same parameters and maths,
+    through scaled_dot_product_attention: the semantic term (and the padding)
+    is a float mask temperature[h] * S [B, H, n, n] added to q k^T / sqrt(hd)."""
+
+    def forward(self, z, unit, pad=None):
+        B, n, w = z.shape
+        H, hd = self.heads, self.head_dim
+
+        def split(t):
+            return t.view(B, n, H, hd).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(z)), split(self.k_proj(z)), split(self.v_proj(z))
+        sim = unit @ unit.transpose(-2, -1)
+        mask = self.temperature.view(1, H, 1, 1) * sim[:, None]
+        if pad is not None:
+            mask = mask.masked_fill(pad[:, None, None, :], float("-inf"))
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(hd)
+        return self.out_proj(o.transpose(1, 2).reshape(B, n, w))
+
+
+class LNEncoderSDPA(ref.LNEncoder):
+    """LNEncoder whose attention modules are SDPASemanticAttention; the
+    state_dict (names, shapes) is the reference's."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        for layer in self.layers:
+            for proc in layer.processors:
+                proc.attn.__class__ = SDPASemanticAttention
+
+
+def rel_l2(a, b):
+    a, b = a.double(), b.double()
+    return float((a - b).norm() / b.norm())
+
+
+def parse_list(s):
+    return [int(v) for v in s.split(",") if v]
+
+
+def parse_skip(s):
+    out = set()
+    for item in filter(None, s.split(",")):
+        b, n = item.lower().split("x")
+        out.add((int(b), int(n)))
+    return out
+
+
+def find_bench(explicit):
+    if explicit:
+        return os.path.abspath(explicit)
+    found = [p for p in glob.glob(os.path.join(REPO, "build*", "bench", "ln-bench"))
+             if os.access(p, os.X_OK)]
+    if not found:
+        sys.exit("compare.py: no build*/bench/ln-bench; build it (README 'Performance') or "
+                 "pass --bench")
+    return max(found, key=os.path.getmtime)
+
+
+def git_state():
+    try:
+        rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [l[3:] for l in dirty if l.strip()]
+        return {"rev": rev, "modified": dirty}
+    except OSError:
+        return {}
+
+
+# ----------------------------------------------------------------- torch side
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_torch(model, x, repeats, warmup, device):
+    """Median ms of model(x) after warm-up; peak CUDA bytes when on CUDA."""
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        sync(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            sync(device)
+            times.append((time.perf_counter() - t) * 1e3)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
+    return {"ms": statistics.median(times), "runs_ms": times, "peak_bytes": peak}
+
+
+def check_sdpa(config, device):
+    """The SDPA variant against the reference, with padding, float64 and float32."""
+    torch.manual_seed(1)
+    m = ref.LNEncoder(config)
+    v = LNEncoderSDPA(config)
+    v.load_state_dict(m.state_dict())
+    x = torch.randn(2, 37, m.config["d_model"])
+    lengths = torch.tensor([37, 20])
+    out = {}
+    with torch.inference_mode():
+        for dt in (torch.float64, torch.float32):
+            mm, vv = m.to(device, dt), v.to(device, dt)
+            xx, ll = x.to(device, dt), lengths.to(device)
+            a, b = mm(xx, lengths=ll), vv(xx, lengths=ll)
+            err = max(rel_l2(a[0], b[0]), rel_l2(a[1, :20], b[1, :20]))
+            out[str(dt).replace("torch.", "")] = err
+    ok = all(e <= 1e-5 for e in out.values())
+    return ok, out
+
+
+def check_ln_run(ln_run, weights, model64, d, device_spec, tmp):
+    """ln-run on the saved weights against the float64 reference (SPEC: 1e-4)."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 64, d, dtype=torch.float32)
+    inp, outp = os.path.join(tmp, "check_x.npy"), os.path.join(tmp, "check_out.npy")
+    np.save(inp, x.numpy())
+    cmd = [ln_run, "--model", weights, "--input", inp, "--output", outp]
+    if device_spec:
+        cmd += ["--device", device_spec]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, "ln-run failed: " + (r.stderr.strip() or r.stdout.strip())
+    got = torch.from_numpy(np.load(outp))
+    with torch.inference_mode():
+        want = model64(x.double())
+    err = rel_l2(got, want)
+    return err <= 1e-4, err
+
+
+# ----------------------------------------------------------------- ln-bench
+
+def run_bench(bench, args, extra, env):
+    cmd = [bench, "--json", "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--profile-runs", str(args.profile_runs)] + extra
+    if args.device:
+        cmd += ["--device", args.device]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit("compare.py: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stderr[-4000:]))
+    return json.loads(r.stdout)
+
+
+# ----------------------------------------------------------------- GEMMs
+
+NUMPY_GEMM = r"""
+import json, statistics, sys, time
+import numpy as np
+spec = json.load(sys.stdin)
+info = []
+try:
+    import threadpoolctl
+    info = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                   "threading_layer", "filepath")}
+            for d in threadpoolctl.threadpool_info()]
+except Exception as e:
+    info = [{"error": repr(e)}]
+rng = np.random.default_rng(0)
+out = []
+for g in spec["gemms"]:
+    b, m, n, k = g["batch"], g["m"], g["n"], g["k"]
+    A = rng.standard_normal((b, m, k), dtype=np.float32)
+    B = rng.standard_normal((b, n, k), dtype=np.float32)
+    f = (lambda: A[0] @ B[0].T) if b == 1 else (lambda: np.matmul(A, B.transpose(0, 2, 1)))
+    for _ in range(spec["warmup"]):
+        f()
+    t = []
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter(); f(); t.append((time.perf_counter() - t0) * 1e3)
+    ms = statistics.median(t)
+    out.append({"ms": ms, "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+json.dump({"gemms": out, "threadpool": info, "numpy": np.__version__}, sys.stdout)
+"""
+
+
+def numpy_gemms(gemms, args):
+    env = dict(os.environ)
+    was = {v: env.pop(v) for v in OPENBLAS_VARS if v in env}
+    r = subprocess.run([sys.executable, "-c", NUMPY_GEMM], input=json.dumps(
+        {"gemms": gemms, "repeats": args.repeats, "warmup": args.warmup}),
+        capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        print("compare.py: numpy GEMM timing failed:\n" + r.stderr[-2000:])
+        return None
+    res = json.loads(r.stdout)
+    res["unset"] = was
+    return res
+
+
+def torch_gemms(gemms, args, device):
+    out = []
+    for g in gemms:
+        b, m, n, k = g["batch"], g["m"], g["n"], g["k"]
+        A = torch.randn(b, m, k, device=device)
+        B = torch.randn(b, n, k, device=device)
+        f = (lambda: A[0] @ B[0].T) if b == 1 else (lambda: torch.matmul(A, B.transpose(1, 2)))
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                f()
+            sync(device)
+            t = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                f()
+                sync(device)
+                t.append((time.perf_counter() - t0) * 1e3)
+        ms = statistics.median(t)
+        out.append({"ms": ms, "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+    return out
+
+
+# ----------------------------------------------------------------- main
+
+def fmt(v, spec="%.2f"):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else spec % v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bench", help="ln-bench executable (default: newest build*/bench/ln-bench)")
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--n", default="64,256,1024,4096")
+    ap.add_argument("--skip", default=None,
+                    help="BxN shapes to leave out (default on CPU: 8x4096; on CUDA: none)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--profile-runs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", default=None, help="ln_config JSON (default: SPEC's)")
+    ap.add_argument("--device", default=None,
+                    help="ln-cl device spec (default: 'NVIDIA' with CUDA, else LN_DEVICE/first)")
+    ap.add_argument("--weights", default=None, help="where to save the weights (default: temp)")
+    ap.add_argument("--out", default=None, help="write every number as JSON here")
+    ap.add_argument("--no-gemm", action="store_true")
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile of the SDPA variant on CPU (always tried on CUDA)")
+    args = ap.parse_args()
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        if args.device is None:
+            args.device = "NVIDIA"
+    skip = parse_skip(args.skip if args.skip is not None else ("" if cuda else "8x4096"))
+    shapes = [(b, n) for b in parse_list(args.batch) for n in parse_list(args.n)
+              if (b, n) not in skip]
+    bench = find_bench(args.bench)
+    ln_run = os.path.join(os.path.dirname(os.path.dirname(bench)), "ln-run")
+    config = json.loads(args.config) if args.config else None
+
+    tmp = tempfile.mkdtemp(prefix="ln-compare-")
+    weights = args.weights or os.path.join(tmp, "ln_weights.safetensors")
+    torch.manual_seed(args.seed)
+    model = ref.LNEncoder(config).float().eval()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, weights,
+              metadata={"ln_config": model.config_json()})
+    d = model.config["d_model"]
+    sdpa = LNEncoderSDPA(config).float().eval()
+    sdpa.load_state_dict(model.state_dict())
+    model, sdpa = model.to(device), sdpa.to(device)
+    compiled = None
+    if cuda or args.compile:
+        try:
+            compiled = torch.compile(sdpa)
+        except Exception as e:  # no compiler toolchain, unsupported platform
+            print("compare.py: torch.compile unavailable: %r" % (e,))
+
+    env_info = {
+        "host": platform.node(), "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(), "loadavg_start": os.getloadavg(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "device": str(device),
+        "cuda_name": torch.cuda.get_device_name() if cuda else None, "git": git_state(),
+        "bench": bench, "weights": weights,
+        "openblas_env": {v: os.environ.get(v) for v in OPENBLAS_VARS},
+    }
+    print("compare.py: torch %s on %s (%d threads), ln-bench %s, git %s" % (
+        torch.__version__, env_info["cuda_name"] or "CPU", torch.get_num_threads(), bench,
+        env_info["git"].get("rev")))
+    if env_info["git"].get("modified"):
+        print("  working tree has uncommitted changes in: " + ", ".join(env_info["git"]["modified"]))
+    print("  weights: %s (torch.manual_seed(%d)), shapes: %s%s" % (
+        weights, args.seed, " ".join("%dx%d" % s for s in shapes),
+        ("; skipped " + " ".join("%dx%d" % s for s in sorted(skip))) if skip else ""))
+
+    checks = {}
+    if not args.no_check:
+        ok, errs = check_sdpa(config, device)
+        checks["sdpa_vs_reference"] = errs
+        print("check: SDPA variant vs reference, relative L2: %s -> %s" % (
+            ", ".join("%s %.2e" % kv for kv in errs.items()), "ok" if ok else "FAILED"))
+        if not ok:
+            sys.exit("compare.py: the SDPA variant does not match the reference")
+        if os.access(ln_run, os.X_OK):
+            m64 = ref.LNEncoder(config).double().eval()
+            m64.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
+            ok, err = check_ln_run(ln_run, weights, m64, d, args.device, tmp)
+            checks["ln_run_vs_reference64"] = err
+            print("check: ln-run on these weights vs float64 reference, B=2 n=64: %s -> %s" % (
+                fmt(err, "%.2e") if isinstance(err, float) else err, "ok" if ok else "FAILED"))
+            if not ok:
+                sys.exit("compare.py: ln-cl does not match the reference on these weights")
+        else:
+            print("check: %s not found; ln-cl output not checked" % ln_run)
+
+    env = dict(os.environ)
+    rows = []
+    for b, n in shapes:
+        print("shape B=%d n=%d: ln-bench ..." % (b, n), end="", flush=True)
+        lb = run_bench(bench, args, ["--model", weights, "--batch", str(b), "--n", str(n),
+                                     "--no-gemm"], env)
+        s = lb["shapes"][0]
+        print(" %.1f ms; torch reference ..." % s["encode_device_ms"], end="", flush=True)
+        x = torch.rand(b, n, d, device=device) * 2 - 1
+        tr = time_torch(model, x, args.repeats, args.warmup, device)
+        print(" %.1f ms; sdpa ..." % tr["ms"], end="", flush=True)
+        ts = time_torch(sdpa, x, args.repeats, args.warmup, device)
+        print(" %.1f ms" % ts["ms"], end="", flush=True)
+        tc = None
+        if compiled is not None:
+            try:
+                tc = time_torch(compiled, x, args.repeats, max(args.warmup, 2), device)
+                print("; compiled %.1f ms" % tc["ms"], end="")
+            except Exception as e:
+                print("; torch.compile failed: %r" % (e,), end="")
+                compiled = None
+        print(flush=True)
+        rows.append({"batch": b, "n": n, "ln_bench": s, "torch_reference": tr, "torch_sdpa": ts,
+                     "torch_compiled_sdpa": tc, "ln_bench_device": lb["device"]})
+        del x
+
+    gemm = None
+    if not args.no_gemm and shapes:
+        bs = sorted({b for b, _ in shapes})
+        ns = sorted({n for _, n in shapes})
+        extra = ["--no-model", "--model", weights, "--batch", ",".join(map(str, bs)),
+                 "--n", ",".join(map(str, ns))]
+        missing = [(b, n) for b in bs for n in ns if (b, n) not in shapes]
+        if missing:
+            extra += ["--skip", ",".join("%dx%d" % s for s in missing)]
+        print("GEMMs: ln-bench (CLBlast) ...", end="", flush=True)
+        lg = run_bench(bench, args, extra, env)["gemm"]
+        shapes_g = [{k: g[k] for k in ("m", "n", "k", "batch")} for g in lg]
+        if cuda:
+            print(" torch.matmul fp32 (TF32 off) ...", flush=True)
+            other = {"gemms": torch_gemms(shapes_g, args, device), "name": "torch.matmul fp32"}
+        else:
+            print(" numpy (OpenBLAS, %s unset) ..." % " and ".join(OPENBLAS_VARS), flush=True)
+            other = numpy_gemms(shapes_g, args)
+            if other:
+                other["name"] = "numpy"
+        gemm = {"ln_bench": lg, "other": other}
+
+    # ---------------------------------------------------------------- tables
+    dev = rows[0]["ln_bench_device"]["name"] if rows else "?"
+    print("\nLN encoder forward, default config unless --config; median ms of %d after %d warm-up"
+          % (args.repeats, args.warmup))
+    print("ln-cl on %s; PyTorch %s eager float32 on %s" % (
+        dev, torch.__version__, env_info["cuda_name"] or "CPU (%d threads)" % torch.get_num_threads()))
+    hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s" % (
+        "B", "n", "GFLOP", "ln-cl dev", "ln-cl enc", "torch ref", "torch sdpa", "compiled",
+        "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB"))
+    print(hdr)
+    for r in rows:
+        s, tr, ts, tc = r["ln_bench"], r["torch_reference"], r["torch_sdpa"], r["torch_compiled_sdpa"]
+        print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f" % (
+            r["batch"], r["n"], s["flops"]["total"] * 1e-9, s["encode_device_ms"], s["encode_ms"],
+            tr["ms"], ts["ms"], fmt(tc["ms"] if tc else None), s["encode_device_ms"] / tr["ms"],
+            s["encode_device_ms"] / ts["ms"], s["gflops_device"], s["peak_device_bytes"] / 2**20))
+    if cuda:
+        print("torch peak MiB (reference / sdpa): " + ", ".join(
+            "%dx%d %.0f/%.0f" % (r["batch"], r["n"], r["torch_reference"]["peak_bytes"] / 2**20,
+                                 r["torch_sdpa"]["peak_bytes"] / 2**20) for r in rows))
+    print("dev/ref, dev/sdpa: ln-cl encode_device time / PyTorch time (> 1: ln-cl slower).")
+
+    print("\nWhere ln-cl's time goes (device ms of one serialised profiled forward)")
+    cats = ("gemm", "attention", "norms", "epilogues", "copies")
+    print("%3s %5s " % ("B", "n") + " ".join("%11s" % c for c in cats) + "  %11s" % "gemm GF/s")
+    for r in rows:
+        p = r["ln_bench"]["profile"]
+        gops = [o for o in p["ops"] if o["category"] == "gemm"]
+        gf = sum(2.0 * o["m"] * o["n"] * o["k"] * o["batch"] * o["launches"] for o in gops)
+        gms = sum(o["ms"] for o in gops)
+        tot = sum(p["categories_ms"].values())
+        print("%3d %5d " % (r["batch"], r["n"]) + " ".join(
+            "%5.0f %4.1f%%" % (p["categories_ms"][c], 100 * p["categories_ms"][c] / tot)
+            for c in cats) + "  %11.2f" % (gf / (gms * 1e6) if gms else float("nan")))
+
+    if gemm:
+        other = gemm["other"]
+        name = other["name"] if other else "other"
+        print("\nSGEMM C[m,n] = A[m,k] B[n,k]^T (median ms): CLBlast via ln-cl vs %s" % name)
+        if other and not cuda:
+            was = other.get("unset") or {}
+            print("numpy %s; %s; OpenBLAS as threadpoolctl reports it: %s" % (
+                other.get("numpy"),
+                ("unset for this run: " + ", ".join("%s=%s" % kv for kv in was.items()))
+                if was else "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE were not set here",
+                "; ".join("%s %s %s, %s threads" % (t.get("internal_api"), t.get("version"),
+                                                    t.get("architecture"), t.get("num_threads"))
+                          for t in other.get("threadpool", []))))
+        print("%6s %6s %6s %5s %10s %9s %10s %9s %8s  %s" % (
+            "m", "n", "k", "batch", "CLBlast ms", "GFLOP/s", name[:10] + " ms", "GFLOP/s",
+            "ratio", "used by"))
+        for i, g in enumerate(gemm["ln_bench"]):
+            o = other["gemms"][i] if other else {"ms": float("nan"), "gflops": float("nan")}
+            print("%6d %6d %6d %5d %10.3f %9.2f %10.3f %9.2f %8.2f  %s" % (
+                g["m"], g["n"], g["k"], g["batch"], g["ms"], g["gflops"], o["ms"], o["gflops"],
+                g["ms"] / o["ms"], g["label"]))
+        print("ratio: CLBlast time / %s time." % name)
+
+    env_info["loadavg_end"] = os.getloadavg()
+    print("\nload average at start %.2f, at end %.2f (machine shared: expect noise)" % (
+        env_info["loadavg_start"][0], env_info["loadavg_end"][0]))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env_info, "checks": checks, "shapes": rows, "gemm": gemm,
+                       "args": vars(args)}, f, indent=1)
+        print("wrote " + args.out)
+
+
+if __name__ == "__main__":
+    main()
