@@ -185,6 +185,8 @@ static int encode_file(const char *model_path, const char *in_path, const char *
     ln_model *model = NULL;
     int rc = 0;
     float *out = NULL;
+    ln_tuning_info tuning;
+    bool tuned = ln_context_tuning(ctx, &tuning) == LN_SUCCESS && tuning.from_cache;
     if ((st = ln_model_load(ctx, model_path, &model))) {
         rc = fail(ctx, st);
         goto done;
@@ -233,7 +235,8 @@ static int encode_file(const char *model_path, const char *in_path, const char *
     }
     ln_device_info info;
     ln_context_device_info(ctx, &info);
-    fprintf(stderr, "ln-run: %s, B = %zu, n = %zu, %.2f ms\n", info.device_name, in.batch, in.n, ms);
+    fprintf(stderr, "ln-run: %s (%s), B = %zu, n = %zu, %.2f ms\n", info.device_name,
+            tuned ? "tuned" : "not tuned: run ln-tune", in.batch, in.n, ms);
 done:
     free(out);
     ln_model_free(model);

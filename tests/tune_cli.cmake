@@ -1,0 +1,38 @@
+# tune_cli.cmake: ln-tune end to end (tune/ln_tune.c): a tiny tuning run
+# (one shape, 5 s budget) into a fresh LN_CACHE_DIR, --show of the file it
+# wrote, --export, --import into a second cache dir, and a refused import
+# of a file that is not a tuning file. Included by tests/CMakeLists.txt.
+if(TARGET ln-tune)
+  set(LN_TUNE_CLI_DIR ${CMAKE_BINARY_DIR}/tune-cli)
+  set(LN_TUNE_CLI_ENV "POCL_CACHE_DIR=${CMAKE_BINARY_DIR}/pocl-cache"
+                      "LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache")
+  add_test(NAME tune_cli_clean COMMAND ${CMAKE_COMMAND} -E rm -rf ${LN_TUNE_CLI_DIR})
+  add_test(NAME tune_cli_run
+           COMMAND ln-tune --shapes 1x64 --budget 5 --quick)
+  add_test(NAME tune_cli_show COMMAND ln-tune --show)
+  add_test(NAME tune_cli_export COMMAND ln-tune --export ${LN_TUNE_CLI_DIR}/exported.json)
+  add_test(NAME tune_cli_import COMMAND ${CMAKE_COMMAND} -E env
+           LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache2 $<TARGET_FILE:ln-tune>
+           --import ${LN_TUNE_CLI_DIR}/exported.json)
+  add_test(NAME tune_cli_show_imported COMMAND ${CMAKE_COMMAND} -E env
+           LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache2 $<TARGET_FILE:ln-tune> --show)
+  add_test(NAME tune_cli_import_refuses_bad
+           COMMAND ln-tune --import ${CMAKE_SOURCE_DIR}/CMakeLists.txt)
+  set_tests_properties(tune_cli_clean PROPERTIES FIXTURES_SETUP tune_cli_fresh)
+  set_tests_properties(tune_cli_run PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
+                       FIXTURES_SETUP tune_cli_tuned ENVIRONMENT "${LN_TUNE_CLI_ENV}"
+                       PASS_REGULAR_EXPRESSION "attention +B1-n64" TIMEOUT 300)
+  # Every kernel of the run is in the file, and it validates.
+  set_tests_properties(tune_cli_show PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
+                       ENVIRONMENT "${LN_TUNE_CLI_ENV}"
+                       PASS_REGULAR_EXPRESSION "layernorm +B1-n64.*elementwise +B1-n64.*attention +B1-n64.*3 entries")
+  set_tests_properties(tune_cli_export PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
+                       FIXTURES_SETUP tune_cli_exported ENVIRONMENT "${LN_TUNE_CLI_ENV}")
+  set_tests_properties(tune_cli_import PROPERTIES FIXTURES_REQUIRED tune_cli_exported
+                       FIXTURES_SETUP tune_cli_imported ENVIRONMENT "${LN_TUNE_CLI_ENV}"
+                       PASS_REGULAR_EXPRESSION "imported 3 entries")
+  set_tests_properties(tune_cli_show_imported PROPERTIES FIXTURES_REQUIRED tune_cli_imported
+                       ENVIRONMENT "${LN_TUNE_CLI_ENV}" PASS_REGULAR_EXPRESSION "3 entries")
+  set_tests_properties(tune_cli_import_refuses_bad PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
+                       ENVIRONMENT "${LN_TUNE_CLI_ENV}" WILL_FAIL TRUE)
+endif()

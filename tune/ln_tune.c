@@ -1,0 +1,670 @@
+/*
+ * ln_tune.c: ln-tune, the per-device tuner. It measures each ln-cl kernel
+ * family (layernorm, elementwise, attention) at a set of shapes with its
+ * default parameters and with candidates (a curated grid, then random
+ * samples within a per-kernel time budget), keeps a candidate only if it
+ * beats the default by more than the default's run-to-run spread and
+ * matches the default's output (rel-L2 <= 1e-5), and merges each result
+ * into the device's tuning file (src/tune_cache.c) as soon as it is found,
+ * so an interrupted run resumes where it stopped. Also --show, --export
+ * and --import of that file.
+ *
+ * Shapes follow the default config (SPEC: d_model 384, pos_hidden 64,
+ * head_dim 32; attention on the widest branch, 384 = 12 heads).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "internal.h"
+#include "tensor_io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define D_MODEL 384
+#define POS_HIDDEN 64
+#define HEAD_DIM 32
+#define ATTN_WIDTH 384
+/* PoCL reports 4096 work-items but runs a group as a loop on one core:
+ * beyond 256 only compile time grows (CI-NOTES). */
+#define CPU_WG_CAP 256
+#define MAX_SHAPES 16
+#define MAX_CANDIDATES 64
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+typedef struct shape {
+    size_t batch, n;
+} shape;
+
+typedef struct options {
+    const char *device;
+    bool quick, redo;
+    double budget_s;
+    shape shapes[MAX_SHAPES];
+    int shape_count;
+    bool show;
+    const char *export_path, *import_path, *model;
+} options;
+
+/* ---------------------------------------------------------------- workloads */
+
+/* Device buffers of one shape, filled with fixed pseudo-random data. */
+typedef struct workload {
+    size_t batch, n, rows;
+    cl_mem x, gamma, beta, y;                 /* layernorm: [rows, D] */
+    cl_mem pos, w1, b1, w2, b2, px, pout;     /* positional */
+    cl_mem q, k, v, unit, temp, aout;         /* attention */
+} workload;
+
+static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t *state, float lo, float hi)
+{
+    float *h = malloc(floats * sizeof(float));
+    if (!h)
+        return NULL;
+    for (size_t i = 0; i < floats; i++) {
+        *state ^= *state << 13, *state ^= *state >> 7, *state ^= *state << 17;
+        h[i] = lo + (hi - lo) * (float)((*state >> 40) * (1.0 / 16777216.0));
+    }
+    cl_mem m = NULL;
+    if (ln_buffer_from_host(ctx, h, floats * sizeof(float), &m, "ln-tune data") != LN_SUCCESS)
+        m = NULL;
+    clFinish(ctx->queue);
+    free(h);
+    return m;
+}
+
+static void workload_free(ln_context *ctx, workload *w)
+{
+    cl_mem *all[] = {&w->x, &w->gamma, &w->beta, &w->y, &w->pos, &w->w1, &w->b1, &w->w2,
+                     &w->b2, &w->px, &w->pout, &w->q, &w->k, &w->v, &w->unit, &w->temp, &w->aout};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        ln_buffer_release(ctx, *all[i]);
+        *all[i] = NULL;
+    }
+}
+
+static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *kernel, workload *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->batch = batch, w->n = n, w->rows = batch * n;
+    uint64_t s = 0x9e3779b97f4a7c15ull ^ (batch * 1315423911u + n);
+    const size_t R = w->rows;
+    if (strcmp(kernel, "layernorm") == 0)
+        return (w->x = random_buffer(ctx, R * D_MODEL, &s, -2, 2)) &&
+               (w->gamma = random_buffer(ctx, D_MODEL, &s, 0.5f, 1.5f)) &&
+               (w->beta = random_buffer(ctx, D_MODEL, &s, -0.5f, 0.5f)) &&
+               (w->y = random_buffer(ctx, R * D_MODEL, &s, 0, 0));
+    if (strcmp(kernel, "elementwise") == 0)
+        return (w->pos = random_buffer(ctx, R, &s, 0, 1)) &&
+               (w->w1 = random_buffer(ctx, POS_HIDDEN, &s, -1, 1)) &&
+               (w->b1 = random_buffer(ctx, POS_HIDDEN, &s, -1, 1)) &&
+               (w->w2 = random_buffer(ctx, D_MODEL * POS_HIDDEN, &s, -0.125f, 0.125f)) &&
+               (w->b2 = random_buffer(ctx, D_MODEL, &s, -0.1f, 0.1f)) &&
+               (w->px = random_buffer(ctx, R * D_MODEL, &s, -1, 1)) &&
+               (w->pout = random_buffer(ctx, R * D_MODEL, &s, 0, 0));
+    return (w->q = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+           (w->k = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+           (w->v = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+           (w->unit = random_buffer(ctx, R * D_MODEL, &s, -0.05f, 0.05f)) &&
+           (w->temp = random_buffer(ctx, ATTN_WIDTH / HEAD_DIM, &s, 0.5f, 1.5f)) &&
+           (w->aout = random_buffer(ctx, R * ATTN_WIDTH, &s, 0, 0));
+}
+
+/* One call of the kernel family's op with the context's current params. */
+static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mode)
+{
+    if (strcmp(kernel, "layernorm") == 0)
+        return ln_layernorm(ctx, w->rows, D_MODEL, ln_dmat_of(w->x, D_MODEL), w->gamma, w->beta,
+                            1e-5f, ln_dmat_of(w->y, D_MODEL));
+    if (strcmp(kernel, "elementwise") == 0)
+        return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
+                                 w->w2, w->b2, w->px, w->pout);
+    /* PRECOMPUTED_S with s NULL computes S in the call: its GEMM counts. */
+    return ln_semantic_attention(ctx, w->batch, w->n, ATTN_WIDTH, HEAD_DIM, D_MODEL,
+                                 ln_dmat_of(w->q, ATTN_WIDTH), ln_dmat_of(w->k, ATTN_WIDTH),
+                                 ln_dmat_of(w->v, ATTN_WIDTH), w->unit, NULL, w->temp, NULL,
+                                 (ln_attention_mode)mode, ln_dmat_of(w->aout, ATTN_WIDTH));
+}
+
+static cl_mem output_of(const char *kernel, workload *w, size_t *floats)
+{
+    if (strcmp(kernel, "layernorm") == 0)
+        return *floats = w->rows * D_MODEL, w->y;
+    if (strcmp(kernel, "elementwise") == 0)
+        return *floats = w->rows * D_MODEL, w->pout;
+    return *floats = w->rows * ATTN_WIDTH, w->aout;
+}
+
+/* Device time of one call: between two markers' completion (profiling
+ * queue), so host-side argument setup does not count; wall time when the
+ * driver gives no marker profile. */
+static double time_once(ln_context *ctx, const char *kernel, workload *w, int mode, ln_status *st)
+{
+    cl_event e0 = NULL, e1 = NULL;
+    clFinish(ctx->queue);
+    double t0 = now_s();
+    clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e0);
+    *st = run_op(ctx, kernel, w, mode);
+    clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e1);
+    clFinish(ctx->queue);
+    double wall = now_s() - t0;
+    cl_ulong a = 0, b = 0;
+    double t = wall;
+    if (e0 && e1 &&
+        clGetEventProfilingInfo(e0, CL_PROFILING_COMMAND_END, sizeof(a), &a, NULL) == CL_SUCCESS &&
+        clGetEventProfilingInfo(e1, CL_PROFILING_COMMAND_END, sizeof(b), &b, NULL) == CL_SUCCESS &&
+        b > a)
+        t = (double)(b - a) * 1e-9;
+    if (e0)
+        clReleaseEvent(e0);
+    if (e1)
+        clReleaseEvent(e1);
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct measure {
+    double median, spread; /* seconds; spread = (max - min) / 2 */
+    bool ok;
+} measure;
+
+/* A warm-up (builds, first-launch code generation), then `runs` timed. */
+static measure time_op(ln_context *ctx, const char *kernel, workload *w, int mode, int runs)
+{
+    measure m = {0, 0, false};
+    ln_status st;
+    time_once(ctx, kernel, w, mode, &st);
+    if (st != LN_SUCCESS)
+        return m;
+    double t[16];
+    for (int i = 0; i < runs; i++) {
+        t[i] = time_once(ctx, kernel, w, mode, &st);
+        if (st != LN_SUCCESS)
+            return m;
+    }
+    qsort(t, (size_t)runs, sizeof(double), cmp_double);
+    m.median = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    m.spread = 0.5 * (t[runs - 1] - t[0]);
+    m.ok = true;
+    return m;
+}
+
+static float *read_output(ln_context *ctx, const char *kernel, workload *w, size_t *floats)
+{
+    cl_mem m = output_of(kernel, w, floats);
+    float *h = malloc(*floats * sizeof(float));
+    if (h && ln_buffer_to_host(ctx, m, h, *floats * sizeof(float)) != LN_SUCCESS) {
+        free(h);
+        h = NULL;
+    }
+    return h;
+}
+
+static double rel_l2(const float *a, const float *ref, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    if (!isfinite(num))
+        return INFINITY;
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* ---------------------------------------------------------------- candidates */
+
+typedef struct candidate {
+    long long value[LN_TP_COUNT]; /* -1: the default's */
+} candidate;
+
+static void cand_init(candidate *c)
+{
+    for (int i = 0; i < LN_TP_COUNT; i++)
+        c->value[i] = -1;
+}
+
+/* The params a candidate runs with, and whether the device can run it. */
+static bool cand_params(const ln_context *ctx, const ln_params *base, const candidate *c,
+                        size_t wg_cap, ln_params *p)
+{
+    *p = *base;
+    if (c->value[LN_TP_WG_LAYERNORM] >= 0)
+        p->wg_layernorm = (size_t)c->value[LN_TP_WG_LAYERNORM];
+    if (c->value[LN_TP_WG_ELEMENTWISE] >= 0)
+        p->wg_elementwise = (size_t)c->value[LN_TP_WG_ELEMENTWISE];
+    if (c->value[LN_TP_ATTN_TILE_Q] >= 0)
+        p->attn_tile_q = (size_t)c->value[LN_TP_ATTN_TILE_Q];
+    if (c->value[LN_TP_ATTN_TILE_K] >= 0)
+        p->attn_tile_k = (size_t)c->value[LN_TP_ATTN_TILE_K];
+    if (p->wg_layernorm > wg_cap || p->wg_elementwise > wg_cap)
+        return false;
+    /* Attention's local tiles: accumulators and staging of tile_q rows of
+     * the whole width plus the key tiles; beyond local memory the library
+     * would shrink the tiles, so the candidate would not be what it says. */
+    size_t heads = ATTN_WIDTH / HEAD_DIM;
+    size_t floats = 2 * p->attn_tile_q * ATTN_WIDTH + 2 * heads * p->attn_tile_q +
+                    (p->attn_tile_q + 2 * p->attn_tile_k) * (HEAD_DIM > 64 ? HEAD_DIM : 64) +
+                    2 * p->attn_tile_q * p->attn_tile_k + p->attn_tile_q;
+    if ((uint64_t)floats * sizeof(float) > ctx->info.local_mem_bytes)
+        return false;
+    if (p->attn_tile_q * p->attn_tile_k / 8 > wg_cap * 8)
+        return false;
+    return true;
+}
+
+/* Curated grid first, then random picks from a wider grid. */
+static int candidates_for(const char *kernel, bool quick, candidate *out, int cap,
+                          uint64_t *rng)
+{
+    int n = 0;
+    if (strcmp(kernel, "layernorm") == 0 || strcmp(kernel, "elementwise") == 0) {
+        int param = kernel[0] == 'l' ? LN_TP_WG_LAYERNORM : LN_TP_WG_ELEMENTWISE;
+        static const int quick_wg[] = {16, 32, 128};
+        static const int full_wg[] = {8, 16, 32, 128, 256, 4, 2, 1};
+        const int *wg = quick ? quick_wg : full_wg;
+        int count = quick ? 3 : 8;
+        for (int i = 0; i < count && n < cap; i++) {
+            cand_init(&out[n]);
+            out[n++].value[param] = wg[i];
+        }
+        return n;
+    }
+    /* attention: both S modes at the default tiles, then tiles. */
+    static const int grid[][3] = {{LN_ATTENTION_PRECOMPUTED_S, -1, -1},
+                                  {LN_ATTENTION_RECOMPUTE_S, -1, -1},
+                                  {-1, 8, 32},  {-1, 32, 32}, {-1, 16, 16},
+                                  {-1, 16, 64}, {-1, 8, 64},  {-1, 32, 16}};
+    int curated = quick ? 4 : 8;
+    for (int i = 0; i < curated && n < cap; i++) {
+        cand_init(&out[n]);
+        out[n].value[LN_TP_ATTN_MODE] = grid[i][0];
+        out[n].value[LN_TP_ATTN_TILE_Q] = grid[i][1];
+        out[n].value[LN_TP_ATTN_TILE_K] = grid[i][2];
+        n++;
+    }
+    if (!quick)
+        while (n < cap && n < 24) {
+            static const int tq[] = {4, 8, 16, 32, 64}, tk[] = {8, 16, 32, 64, 128};
+            *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+            cand_init(&out[n]);
+            out[n].value[LN_TP_ATTN_MODE] = 1 + (int)(*rng % 2);
+            out[n].value[LN_TP_ATTN_TILE_Q] = tq[(*rng >> 8) % 5];
+            out[n].value[LN_TP_ATTN_TILE_K] = tk[(*rng >> 16) % 5];
+            n++;
+        }
+    return n;
+}
+
+/* ---------------------------------------------------------------- tuning */
+
+typedef struct result_row {
+    char kernel[32], shape[32], params[96];
+    double default_us, tuned_us;
+} result_row;
+
+static void describe(const ln_tune_entry *e, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < LN_TP_COUNT; i++)
+        if (e->value[i] >= 0 && used < cap) {
+            int w = snprintf(buf + used, cap - used, "%s%s=%lld", used ? " " : "",
+                             ln_tune_param_names[i], e->value[i]);
+            if (w > 0)
+                used += (size_t)w;
+        }
+}
+
+static void progress(int k, int total, const char *kernel, const char *shape, int c, int cands,
+                     double start, double budget)
+{
+    double el = now_s() - start;
+    double frac = ((double)k + (double)c / (cands ? cands : 1)) / total;
+    double remaining = frac > 0.02 ? el / frac - el : budget - el;
+    if (remaining > budget - el && budget > el)
+        remaining = budget - el;
+    fprintf(stderr, "\r[%d/%d] %-11s %-10s candidate %2d/%-2d  elapsed %5.0f s  remaining ~%4.0f s ",
+            k + 1, total, kernel, shape, c, cands, el, remaining > 0 ? remaining : 0);
+    fflush(stderr);
+}
+
+static int tune(ln_context *ctx, const options *o, const char *path)
+{
+    static const char *const kernels[] = {"layernorm", "elementwise", "attention"};
+    const int K = 3;
+    ln_params base;
+    ln_params_defaults(&ctx->info, &base);
+    size_t wg_cap = ctx->info.max_work_group_size;
+    if (ctx->info.is_cpu && wg_cap > CPU_WG_CAP)
+        wg_cap = CPU_WG_CAP;
+    ln_tune_table existing = {0};
+    char why[512];
+    if (ln_tune_file_read(&ctx->info, path, &existing, why, sizeof(why)) == LN_TUNE_FILE_CORRUPT)
+        fprintf(stderr, "ln-tune: %s will be replaced: %s\n", path, why);
+    const int total = K * o->shape_count;
+    const double per_job = o->budget_s / total;
+    const int runs = o->quick ? 3 : 7;
+    result_row rows[3 * MAX_SHAPES];
+    int nrows = 0;
+    const double start = now_s();
+    uint64_t rng = 0x2545f4914f6cdd1dull;
+    int job = 0;
+    for (int ki = 0; ki < K; ki++)
+        for (int si = 0; si < o->shape_count; si++, job++) {
+            const char *kernel = kernels[ki];
+            const shape sh = o->shapes[si];
+            ln_tune_entry e;
+            ln_tune_entry_init(&e, kernel, sh.batch, sh.n);
+            char shape_name[32];
+            ln_tune_shape_name(sh.batch, sh.n, shape_name, sizeof(shape_name));
+            bool done = false;
+            for (size_t i = 0; i < existing.count && !o->redo; i++)
+                if (strcmp(existing.entries[i].kernel, kernel) == 0 &&
+                    existing.entries[i].batch == e.batch && existing.entries[i].n == e.n) {
+                    e = existing.entries[i];
+                    done = true;
+                }
+            if (!done) {
+                const double job_start = now_s();
+                workload w;
+                /* Tune at the bucket's size, so the entry describes it. */
+                if (!workload_make(ctx, e.batch, e.n, kernel, &w)) {
+                    fprintf(stderr, "\nln-tune: %s %s: cannot allocate the data: %s\n", kernel,
+                            shape_name, ln_last_error(ctx));
+                    workload_free(ctx, &w);
+                    continue;
+                }
+                ctx->params = base;
+                int def_mode = strcmp(kernel, "attention") == 0
+                                   ? (int)ln_attention_resolve_mode(ctx, e.batch, e.n)
+                                   : 0;
+                measure def = time_op(ctx, kernel, &w, def_mode, runs);
+                size_t floats = 0;
+                float *ref = def.ok ? read_output(ctx, kernel, &w, &floats) : NULL;
+                if (!def.ok || !ref) {
+                    fprintf(stderr, "\nln-tune: %s %s: the default fails: %s\n", kernel,
+                            shape_name, ln_last_error(ctx));
+                    free(ref);
+                    workload_free(ctx, &w);
+                    continue;
+                }
+                candidate cands[MAX_CANDIDATES];
+                int nc = candidates_for(kernel, o->quick, cands, MAX_CANDIDATES, &rng);
+                candidate best;
+                cand_init(&best);
+                double best_t = def.median;
+                for (int c = 0; c < nc; c++) {
+                    progress(job, total, kernel, shape_name, c, nc, start, o->budget_s);
+                    if (now_s() - job_start > per_job)
+                        break; /* this kernel's share of the budget is spent */
+                    ln_params p;
+                    if (!cand_params(ctx, &base, &cands[c], wg_cap, &p))
+                        continue;
+                    ctx->params = p;
+                    int mode = cands[c].value[LN_TP_ATTN_MODE] >= 0
+                                   ? (int)cands[c].value[LN_TP_ATTN_MODE]
+                                   : def_mode;
+                    measure m = time_op(ctx, kernel, &w, mode, runs);
+                    if (!m.ok)
+                        continue;
+                    size_t nf;
+                    float *got = read_output(ctx, kernel, &w, &nf);
+                    double err = got && nf == floats ? rel_l2(got, ref, floats) : INFINITY;
+                    free(got);
+                    if (err > 1e-5) {
+                        fprintf(stderr, "\nln-tune: %s %s candidate %d rejected: rel-L2 %.3g\n",
+                                kernel, shape_name, c, err);
+                        continue;
+                    }
+                    /* Better by more than the default's own noise. */
+                    if (m.median < best_t && m.median < def.median - def.spread) {
+                        best = cands[c];
+                        best_t = m.median;
+                    }
+                }
+                ctx->params = base;
+                /* Record the winner's full parameter set for this kernel. */
+                ln_params win;
+                cand_params(ctx, &base, &best, SIZE_MAX, &win);
+                if (strcmp(kernel, "layernorm") == 0)
+                    e.value[LN_TP_WG_LAYERNORM] = (long long)win.wg_layernorm;
+                else if (strcmp(kernel, "elementwise") == 0)
+                    e.value[LN_TP_WG_ELEMENTWISE] = (long long)win.wg_elementwise;
+                else {
+                    e.value[LN_TP_ATTN_MODE] =
+                        best.value[LN_TP_ATTN_MODE] >= 0 ? best.value[LN_TP_ATTN_MODE] : def_mode;
+                    e.value[LN_TP_ATTN_TILE_Q] = (long long)win.attn_tile_q;
+                    e.value[LN_TP_ATTN_TILE_K] = (long long)win.attn_tile_k;
+                }
+                e.default_us = def.median * 1e6;
+                e.tuned_us = best_t * 1e6;
+                free(ref);
+                workload_free(ctx, &w);
+                if (ln_tune_file_merge(ctx, &ctx->info, path, &e, 1) != LN_SUCCESS)
+                    fprintf(stderr, "\nln-tune: cannot write %s: %s\n", path, ln_last_error(ctx));
+            }
+            result_row *r = &rows[nrows++];
+            snprintf(r->kernel, sizeof(r->kernel), "%s%s", kernel, done ? "*" : "");
+            snprintf(r->shape, sizeof(r->shape), "%s", shape_name);
+            describe(&e, r->params, sizeof(r->params));
+            r->default_us = e.default_us;
+            r->tuned_us = e.tuned_us;
+        }
+    ln_tune_table_free(&existing);
+    fprintf(stderr, "\r%*s\r", 90, "");
+    printf("%-12s %-10s %12s %12s %8s  %s\n", "kernel", "shape", "default us", "tuned us",
+           "speedup", "parameters");
+    for (int i = 0; i < nrows; i++)
+        printf("%-12s %-10s %12.1f %12.1f %7.2fx  %s\n", rows[i].kernel, rows[i].shape,
+               rows[i].default_us, rows[i].tuned_us,
+               rows[i].tuned_us > 0 ? rows[i].default_us / rows[i].tuned_us : 1.0,
+               rows[i].params);
+    printf("(* = from an earlier run, kept; --redo measures again)\n");
+    printf("tuning file: %s (%.1f s)\n", path, now_s() - start);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- show etc. */
+
+static int show(const ln_device_info *info, const char *path)
+{
+    ln_tune_table t;
+    char why[512];
+    ln_tune_file_result r = ln_tune_file_read(info, path, &t, why, sizeof(why));
+    printf("device: %s / %s (driver %s)\ntuning file: %s\n", info->platform_name,
+           info->device_name, info->driver_version, path);
+    if (r != LN_TUNE_FILE_OK) {
+        printf("not tuned: %s\n", why);
+        return 1;
+    }
+    printf("%-12s %-10s %12s %12s %8s  %s\n", "kernel", "shape", "default us", "tuned us",
+           "speedup", "parameters");
+    for (size_t i = 0; i < t.count; i++) {
+        char shape[32], params[96];
+        ln_tune_shape_name(t.entries[i].batch, t.entries[i].n, shape, sizeof(shape));
+        describe(&t.entries[i], params, sizeof(params));
+        printf("%-12s %-10s %12.1f %12.1f %7.2fx  %s\n", t.entries[i].kernel, shape,
+               t.entries[i].default_us, t.entries[i].tuned_us,
+               t.entries[i].tuned_us > 0 ? t.entries[i].default_us / t.entries[i].tuned_us : 1.0,
+               params);
+    }
+    printf("%zu entries\n", t.count);
+    ln_tune_table_free(&t);
+    return 0;
+}
+
+static int export_file(const ln_device_info *info, const char *path, const char *to)
+{
+    ln_tune_table t;
+    char why[512];
+    if (ln_tune_file_read(info, path, &t, why, sizeof(why)) != LN_TUNE_FILE_OK) {
+        fprintf(stderr, "ln-tune: nothing to export from %s: %s\n", path, why);
+        return 1;
+    }
+    ln_tune_table_free(&t);
+    void *bytes = NULL;
+    size_t size = 0;
+    int rc = 1;
+    if (ln_file_read_all(NULL, path, (size_t)16 << 20, &bytes, &size) == LN_SUCCESS) {
+        ln_io_piece piece = {bytes, size};
+        if (ln_file_write_atomic(NULL, to, &piece, 1) == LN_SUCCESS)
+            rc = 0;
+    }
+    if (rc)
+        fprintf(stderr, "ln-tune: export failed: %s\n", ln_last_error(NULL));
+    else
+        printf("exported %s to %s\n", path, to);
+    free(bytes);
+    return rc;
+}
+
+static int import_file(ln_context *ctx, const char *path, const char *from)
+{
+    ln_tune_table t;
+    char why[512];
+    ln_tune_file_result r = ln_tune_file_read(&ctx->info, from, &t, why, sizeof(why));
+    if (r != LN_TUNE_FILE_OK) {
+        fprintf(stderr, "ln-tune: refusing to import %s: %s\n", from, why);
+        return 1;
+    }
+    ln_status st = ln_tune_file_merge(ctx, &ctx->info, path, t.entries, t.count);
+    if (st != LN_SUCCESS)
+        fprintf(stderr, "ln-tune: import failed: %s\n", ln_last_error(ctx));
+    else
+        printf("imported %zu entries from %s into %s\n", t.count, from, path);
+    ln_tune_table_free(&t);
+    return st == LN_SUCCESS ? 0 : 1;
+}
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ln-tune [--device SPEC] [--quick | --full] [--budget SECONDS] [--redo]\n"
+            "               [--shapes BxN,...] [--show] [--export FILE | --import FILE]\n"
+            "Tunes ln-cl's kernels on one device and stores the result in the tuning cache\n"
+            "($LN_CACHE_DIR, else $XDG_CACHE_HOME/ln-cl, else ~/.cache/ln-cl).\n"
+            "  --quick    shapes 1x64,1x256 and a small grid (about a minute on 2 CPU cores)\n"
+            "  --full     shapes 1x64,1x256,1x1024,1x4096 and grid + random samples (default)\n"
+            "  --budget   total seconds, split evenly per kernel and shape (quick 60, full 900)\n"
+            "  --redo     measure shapes already in the cache again\n"
+            "  --model    not supported yet (GEMM tuning through CLBlast is not done)\n");
+    return f == stderr ? 2 : 0;
+}
+
+static bool parse_shapes(const char *s, options *o)
+{
+    o->shape_count = 0;
+    while (*s) {
+        char *end;
+        unsigned long long b = strtoull(s, &end, 10);
+        if (end == s || *end != 'x')
+            return false;
+        s = end + 1;
+        unsigned long long n = strtoull(s, &end, 10);
+        if (end == s || b == 0 || n == 0 || b > 4096 || n > 65536 || o->shape_count == MAX_SHAPES)
+            return false;
+        o->shapes[o->shape_count++] = (shape){(size_t)b, (size_t)n};
+        s = end;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return false;
+    }
+    return o->shape_count > 0;
+}
+
+int main(int argc, char **argv)
+{
+    options o = {0};
+    o.budget_s = -1;
+    bool shapes_given = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--device") && next)
+            o.device = argv[++i];
+        else if (!strcmp(a, "--quick"))
+            o.quick = true;
+        else if (!strcmp(a, "--full"))
+            o.quick = false;
+        else if (!strcmp(a, "--redo"))
+            o.redo = true;
+        else if (!strcmp(a, "--budget") && next) {
+            char *end;
+            o.budget_s = strtod(argv[++i], &end);
+            if (*end || !(o.budget_s > 0))
+                return usage(stderr);
+        } else if (!strcmp(a, "--shapes") && next) {
+            if (!parse_shapes(argv[++i], &o)) {
+                fprintf(stderr, "ln-tune: --shapes wants BxN[,BxN...], e.g. 1x64,2x256\n");
+                return 2;
+            }
+            shapes_given = true;
+        } else if (!strcmp(a, "--model") && next)
+            o.model = argv[++i];
+        else if (!strcmp(a, "--show"))
+            o.show = true;
+        else if (!strcmp(a, "--export") && next)
+            o.export_path = argv[++i];
+        else if (!strcmp(a, "--import") && next)
+            o.import_path = argv[++i];
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return usage(stdout);
+        else
+            return usage(stderr);
+    }
+    if (o.export_path && o.import_path)
+        return usage(stderr);
+    if (o.model)
+        fprintf(stderr, "ln-tune: --model is not supported yet; tuning at the default "
+                        "config's shapes\n");
+    if (!shapes_given) {
+        static const size_t full_n[] = {64, 256, 1024, 4096};
+        int count = o.quick ? 2 : 4;
+        for (int i = 0; i < count; i++)
+            o.shapes[o.shape_count++] = (shape){1, full_n[i]};
+    }
+    if (o.budget_s < 0)
+        o.budget_s = o.quick ? 60 : 900;
+    if (!ln_cache_enabled()) {
+        fprintf(stderr, "ln-tune: LN_TUNE_CACHE=off: there is no cache to tune into\n");
+        return 1;
+    }
+    ln_context *ctx = NULL;
+    if (ln_context_create(o.device, &ctx) != LN_SUCCESS) {
+        fprintf(stderr, "ln-tune: %s\n", ln_last_error(NULL));
+        return 1;
+    }
+    char path[1024];
+    int rc;
+    if (!ln_tune_file_path(&ctx->info, path, sizeof(path))) {
+        fprintf(stderr, "ln-tune: no usable cache directory (set LN_CACHE_DIR)\n");
+        rc = 1;
+    } else if (o.show)
+        rc = show(&ctx->info, path);
+    else if (o.export_path)
+        rc = export_file(&ctx->info, path, o.export_path);
+    else if (o.import_path)
+        rc = import_file(ctx, path, o.import_path);
+    else {
+        fprintf(stderr, "ln-tune: %s / %s, %d shapes, budget %.0f s\n", ctx->info.platform_name,
+                ctx->info.device_name, o.shape_count, o.budget_s);
+        rc = tune(ctx, &o, path);
+    }
+    ln_context_destroy(ctx);
+    return rc;
+}
