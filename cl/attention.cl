@@ -6,7 +6,8 @@
  * attention_fused: one work-group takes ATTN_TILE_Q queries of one sequence
  * for ALL heads. It walks the keys in tiles of ATTN_TILE_K; for each key
  * tile it gets the S tile once (read from a precomputed S, or recomputed
- * from the unit vectors u in chunks of ATTN_CHUNK_D columns) and then loops
+ * from the unit vectors u, in chunks of ATTN_CHUNK_D columns when d is
+ * larger than that) and then loops
  * over the heads, updating a per-(query, head) online softmax ("flash"
  * attention). No n x n matrix of logits ever exists; what does is, in local
  * memory, [ATTN_TILE_Q, heads * head_dim] numerators, the query tile, a
@@ -115,27 +116,29 @@ void attention_fused(const uint n, const uint heads, const uint d,
                      __local float *acc,   /* [TQ, heads * HD] softmax numerators */
                      __local float *q_t,   /* [heads * HD, TQ] the query tile */
                      __local float *stats, /* [heads, TQ] running max, then [heads, TQ] sums */
-                     __local float *u_t)   /* [DC, TQ] a chunk of the queries' u */
+                     __local float *u_t)   /* [min(d, DC), TQ] (a chunk of) the queries' u */
 {
     __local float s_t[TK * TQ]; /* S tile, [key][query] */
     __local float p_t[TK * TQ]; /* logits, then exp(logit - running max), [key][query] */
     __local float rescale[TQ];  /* exp(old max - new max) of the current head */
 
+    /* Launched as [query tiles * ATTN_WG, B]: no runtime division (whose
+     * div/rem pairs LLVM rewrites with `freeze`, which Oclgrind's
+     * uninitialized-value check cannot follow). */
     const uint lid = get_local_id(0);
-    const uint q_tiles = (n + TQ - 1) / TQ;
-    const uint b = get_group_id(0) / q_tiles;
-    const uint q0 = (get_group_id(0) % q_tiles) * TQ;
+    const uint b = get_group_id(1);
+    const uint q0 = get_group_id(0) * TQ;
     const uint width = heads * HD;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
     const uint row0 = b * n; /* first row of sequence b in the [B * n, .] views */
 
     __local float *run_max = stats;
     __local float *run_sum = stats + heads * TQ;
-    for (uint e = lid; e < TQ * width; e += ATTN_WG) {
-        const uint i = e / width, col = e % width; /* reads along q's rows */
-        acc[e] = 0.0f;
-        q_t[col * TQ + i] = q0 + i < n ? q[q_off + (row0 + q0 + i) * ldq + col] : 0.0f;
-    }
+    for (uint i = 0; i < TQ; i++)
+        for (uint col = lid; col < width; col += ATTN_WG) { /* along q's rows */
+            acc[i * width + col] = 0.0f;
+            q_t[col * TQ + i] = q0 + i < n ? q[q_off + (row0 + q0 + i) * ldq + col] : 0.0f;
+        }
     for (uint e = lid; e < heads * TQ; e += ATTN_WG) {
         run_max[e] = ATTN_MASKED;
         run_sum[e] = 0.0f;
@@ -151,12 +154,15 @@ void attention_fused(const uint n, const uint heads, const uint d,
         __global const float *unit = sim_source;
         for (uint e = lid; e < TK * TQ; e += ATTN_WG)
             s_t[e] = 0.0f;
+        /* With d <= ATTN_CHUNK_D the queries' u stays in u_t for all key
+         * tiles; else it is staged again chunk by chunk. */
+        const bool u_resident = d <= DC;
         for (uint c0 = 0; c0 < d; c0 += DC) {
             const uint dc = min((uint)DC, d - c0);
-            for (uint e = lid; e < TQ * DC; e += ATTN_WG) {
-                const uint i = e / DC, c = e % DC;
-                u_t[c * TQ + i] = (q0 + i < n && c < dc) ? unit[(row0 + q0 + i) * d + c0 + c] : 0.0f;
-            }
+            if (!u_resident || j0 == 0)
+                for (uint i = 0; i < TQ; i++)
+                    for (uint c = lid; c < dc; c += ATTN_WG)
+                        u_t[c * TQ + i] = q0 + i < n ? unit[(row0 + q0 + i) * d + c0 + c] : 0.0f;
             barrier(CLK_LOCAL_MEM_FENCE);
             for (uint e = lid; e < (TK / BL) * TQV; e += ATTN_WG) {
                 const uint jb = e / TQV * BL, iv = e % TQV; /* item e owns these entries */
@@ -255,13 +261,11 @@ void attention_fused(const uint n, const uint heads, const uint d,
         }
     }
 
-    for (uint e = lid; e < TQ * width; e += ATTN_WG) {
-        const uint i = e / width, col = e % width;
-        if (q0 + i < n) {
+    for (uint i = 0; i < TQ && q0 + i < n; i++)
+        for (uint col = lid; col < width; col += ATTN_WG) {
             const float l = run_sum[(col / HD) * TQ + i];
-            out[out_off + (row0 + q0 + i) * ldo + col] = l > 0.0f ? acc[e] / l : 0.0f;
+            out[out_off + (row0 + q0 + i) * ldo + col] = l > 0.0f ? acc[i * width + col] / l : 0.0f;
         }
-    }
 }
 
 /* ---- the materialising path: logits from a GEMM, softmax here, P V by GEMM ---- */
@@ -284,7 +288,8 @@ static float group_reduce(float x, const bool take_max, __local float *scratch)
 
 /* One work-group per row (h, i) of sequence b's logits [heads, n, n], which
  * hold q . k * scale on entry and the probabilities on exit (0 at padding
- * keys). sim is S of sequence b: [n, n] at sim_off. */
+ * keys); launched as [n * work-group, heads]. sim is S of sequence b:
+ * [n, n] at sim_off. */
 __kernel void attention_naive_softmax(const uint n, const uint heads, const uint b,
                                       __global float *logits,
                                       __global const float *sim, const uint sim_off,
@@ -292,13 +297,13 @@ __kernel void attention_naive_softmax(const uint n, const uint heads, const uint
                                       __global const int *lengths, const uint has_lengths,
                                       __local float *scratch)
 {
-    const uint row = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
-    const bool live = row < heads * n;
-    const uint h = live ? row / n : 0, i = live ? row % n : 0;
+    const uint i = get_group_id(0), h = get_group_id(1);
+    const uint lid = get_local_id(0), wg = get_local_size(0);
+    const bool live = i < n && h < heads;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
-    __global float *lr = logits + (size_t)(live ? row : 0) * n;
-    __global const float *sr = sim + sim_off + (size_t)i * n;
-    const float t = temperature[h];
+    __global float *lr = logits + ((size_t)(live ? h : 0) * n + (live ? i : 0)) * n;
+    __global const float *sr = sim + sim_off + (size_t)(live ? i : 0) * n;
+    const float t = temperature[live ? h : 0];
 
     float m = ATTN_MASKED;
     if (live)

@@ -10,12 +10,11 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-/* Columns of u staged per step when S tiles are recomputed: 64 keeps the
- * stage (64 x tile_q floats) small beside the accumulators. */
-#define ATTN_CHUNK_D 64
+/* When S tiles are recomputed, the query tile's u is held in local memory
+ * for all key tiles if it fits, else staged again per key tile in chunks of
+ * this many columns. */
+#define ATTN_MIN_CHUNK_D 64
 
 /* Tile sizes, vector width, register block and work-group size of one
  * build of attention_fused (cl/attention.cl explains each). */
@@ -44,22 +43,22 @@ static size_t largest_pow2_dividing(size_t limit, size_t a, size_t b)
 }
 
 /* The tuned tiles if they fit the device's local memory, else smaller ones
- * (the per-query buffers first, then the key tile, then the u chunk), and
+ * (u chunked first, then the per-query buffers, then the key tile), and
  * the vector width, register block and work-group size that go with them. */
 static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_t head_dim,
-                            bool recompute, attn_plan *p)
+                            size_t d, bool recompute, attn_plan *p)
 {
     p->recompute = recompute;
     p->tile_q = ctx->params.attn_tile_q ? ctx->params.attn_tile_q : 1;
     p->tile_k = ctx->params.attn_tile_k ? ctx->params.attn_tile_k : 1;
-    p->chunk_d = ATTN_CHUNK_D;
-    if (getenv("XTQ")) p->tile_q = atoi(getenv("XTQ"));
-    if (getenv("XTK")) p->tile_k = atoi(getenv("XTK"));
+    /* d rounded up to 64 columns, so near sizes share one program. */
+    p->chunk_d = recompute ? (d + ATTN_MIN_CHUNK_D - 1) / ATTN_MIN_CHUNK_D * ATTN_MIN_CHUNK_D : 0;
     const uint64_t budget = ctx->info.local_mem_bytes;
     while ((uint64_t)plan_local_floats(p, heads, head_dim) * sizeof(float) > budget) {
-        if (p->tile_q > 1 && (p->tile_q * heads * head_dim >= p->tile_k * p->tile_q ||
-                              p->tile_k == 1))
-            p->tile_q /= 2;
+        if (recompute && p->chunk_d > ATTN_MIN_CHUNK_D)
+            p->chunk_d = ATTN_MIN_CHUNK_D;
+        else if (p->tile_q > 1 && (heads * head_dim >= p->tile_k || p->tile_k == 1))
+            p->tile_q /= 2; /* per query: 2 x width floats of acc and q_t, 2 x tile_k of tiles */
         else if (p->tile_k > 1)
             p->tile_k /= 2;
         else if (recompute && p->chunk_d > 1)
@@ -87,8 +86,14 @@ static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_
     const size_t logit_items = p->tile_k / p->block * (p->tile_q / p->vec);
     const size_t pv_items = p->tile_q / p->block * (head_dim / p->vec);
     p->wg = logit_items > pv_items ? logit_items : pv_items;
+    /* Capped by the tuned cap and the device; the kernel loops over what a
+     * smaller group leaves. */
+    if (p->wg > ctx->params.wg_elementwise)
+        p->wg = ctx->params.wg_elementwise;
     if (p->wg > ctx->info.max_work_group_size)
         p->wg = ctx->info.max_work_group_size;
+    if (p->wg == 0)
+        p->wg = 1;
     return LN_SUCCESS;
 }
 
@@ -104,7 +109,6 @@ static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl
                  "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d",
                  p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->block,
                  p->recompute ? 1 : 0);
-        if (getenv("XOPT")) { strcat(options, " "); strcat(options, getenv("XOPT")); }
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);
         if (st)
             return st;
@@ -211,10 +215,10 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
                               cl_mem lengths, ln_dmat out)
 {
     const size_t heads = width / head_dim;
-    attn_plan plan;
+    attn_plan plan = {0};
     cl_kernel kern;
     ln_status st;
-    if ((st = plan_fused(ctx, op, heads, head_dim, recompute, &plan)) ||
+    if ((st = plan_fused(ctx, op, heads, head_dim, d, recompute, &plan)) ||
         (st = fused_kernel(ctx, &plan, head_dim, &kern)))
         return st;
     const cl_uint un = (cl_uint)n, uheads = (cl_uint)heads, ud = (cl_uint)d;
@@ -234,9 +238,9 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
                           LN_LOCAL((recompute ? plan.chunk_d * plan.tile_q : 1) * sizeof(float)),
                           LN_ARGS_END)))
         return st;
-    const size_t groups = batch * ((n + plan.tile_q - 1) / plan.tile_q);
-    const size_t global = groups * plan.wg;
-    return ln_enqueue(ctx, kern, 1, &global, &plan.wg, op);
+    const size_t global[2] = {(n + plan.tile_q - 1) / plan.tile_q * plan.wg, batch};
+    const size_t local[2] = {plan.wg, 1};
+    return ln_enqueue(ctx, kern, 2, global, local, op);
 }
 
 ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t width,
@@ -368,14 +372,14 @@ ln_status ln_semantic_attention_naive(ln_context *ctx, size_t batch, size_t n, s
         const ln_dmat ob = {out.mem, out.offset + b * n * out.ld, out.ld};
         const ln_dmat lg = ln_dmat_of(logits, n);
         const cl_uint ub = (cl_uint)b, sim_off = (cl_uint)(b * n * n);
-        const size_t global = heads * n * wg;
+        const size_t global[2] = {n * wg, heads}, local[2] = {wg, 1};
         if (!(st = ln_gemm_batched(ctx, false, true, n, n, head_dim, scale, qb, head_dim, kb,
                                    head_dim, 0.0f, lg, n * n, heads, op)) &&
             !(st = ln_set_args(ctx, softmax, op, LN_ARG(un), LN_ARG(uheads), LN_ARG(ub),
                                LN_ARG(logits), LN_ARG(sim), LN_ARG(sim_off), LN_ARG(temperature),
                                LN_ARG(lengths), LN_ARG(has_lengths),
                                LN_LOCAL(wg * sizeof(float)), LN_ARGS_END)) &&
-            !(st = ln_enqueue(ctx, softmax, 1, &global, &wg, op)))
+            !(st = ln_enqueue(ctx, softmax, 2, global, local, op)))
             st = ln_gemm_batched(ctx, false, false, n, head_dim, n, 1.0f, lg, n * n, vb,
                                  head_dim, 0.0f, ob, head_dim, heads, op);
     }
