@@ -22,6 +22,21 @@
  * Thread safety: a context (and everything created from it) is used by one
  * thread at a time; use one context per thread. A model is bound to the
  * context it was loaded on.
+ *  - Different contexts may be used from different threads at the same
+ *    time, on the same device or not (tests/test_threads.c: 4 threads, each
+ *    with its own context and model, give bitwise the single-threaded
+ *    results). A context has no lock of its own: handing one to another
+ *    thread needs the caller's synchronisation (a mutex or a join).
+ *  - ln_status_string, ln_device_list and ln_context_create may be called
+ *    from any thread; ln_last_error(NULL) is the calling thread's own.
+ *  - What contexts share is guarded: the record of applied CLBlast
+ *    overrides by a mutex, the on-disk caches by atomic writes (and an
+ *    flock for tuning merges), CLBlast's kernel and parameter caches by
+ *    CLBlast's own mutexes. Tuned CLBlast parameters are per device for the whole
+ *    process (see ln_tuning_info).
+ *  - Environment variables (LN_DEVICE, LN_DEVICE_MEMORY_LIMIT_MB,
+ *    LN_CACHE_DIR, ...) are read when a context is created: do not change
+ *    them from another thread meanwhile.
  */
 #ifndef LN_H
 #define LN_H
@@ -204,9 +219,11 @@ typedef enum ln_attention_mode {
 LN_API ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit,
                                cl_mem s);
 
-/* The mode an AUTO call resolves to for this size: the context's tuned mode
- * if it has one, else PRECOMPUTED_S while B n^2 floats fit the context's S
- * budget, else RECOMPUTE_S. A caller running several attention calls on one
+/* The mode an AUTO call resolves to for this size: RECOMPUTE_S when S (B n^2
+ * floats) cannot be one device allocation, else the mode ln-tune chose for
+ * this size (its (B, n) bucket's entry, else the device-wide one) if any,
+ * else PRECOMPUTED_S while S fits the context's S budget (1/8 of device
+ * memory by default). A caller running several attention calls on one
  * S (branches, layers) asks once, and on PRECOMPUTED_S computes S once with
  * ln_similarity and passes it to each call. Never returns AUTO. */
 LN_API ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
@@ -324,6 +341,16 @@ typedef struct ln_tuning_info {
     unsigned binary_cache_hits;
     unsigned binary_cache_misses;
     unsigned binary_cache_stores;
+    /* CLBlast's GEMM parameters: the Xgemm, XgemmDirect and GemmRoutine
+     * (XGEMM_MIN_INDIRECT_SIZE) sets ln-tune chose, handed to CLBlast with
+     * CLBlastOverrideParameters when the context was created. CLBlast keeps
+     * them per device for the rest of the process (it has no call to undo
+     * one), so a later context on the same device runs GEMMs with them
+     * whatever its own tuning file says; clblast_overrides tells. */
+    int clblast_overrides;  /* CLBlast kernels running ln-tune's values on this device, 0..3 */
+    int clblast_applied;    /* of them, set by this context's tuning file */
+    int clblast_rejected;   /* sets in this context's file ignored as invalid (warned) */
+    long long clblast_min_indirect_size; /* GemmRoutine override in effect (0: all indirect); -1: none */
 } ln_tuning_info;
 
 /* Method: what the context's kernels run with and where it came from. */

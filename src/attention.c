@@ -42,15 +42,16 @@ static size_t largest_pow2_dividing(size_t limit, size_t a, size_t b)
     return x;
 }
 
-/* The tuned tiles if they fit the device's local memory, else smaller ones
+/* The tuned tiles (tp: ln-tune's for this shape's bucket, else the
+ * context's) if they fit the device's local memory, else smaller ones
  * (u chunked first, then the per-query buffers, then the key tile), and
  * the vector width, register block and work-group size that go with them. */
-static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_t head_dim,
-                            size_t d, bool recompute, attn_plan *p)
+static ln_status plan_fused(ln_context *ctx, const ln_params *tp, const char *op, size_t heads,
+                            size_t head_dim, size_t d, bool recompute, attn_plan *p)
 {
     p->recompute = recompute;
-    p->tile_q = ctx->params.attn_tile_q ? ctx->params.attn_tile_q : 1;
-    p->tile_k = ctx->params.attn_tile_k ? ctx->params.attn_tile_k : 1;
+    p->tile_q = tp->attn_tile_q ? tp->attn_tile_q : 1;
+    p->tile_k = tp->attn_tile_k ? tp->attn_tile_k : 1;
     /* d rounded up to 64 columns, so near sizes share one program. */
     p->chunk_d = recompute ? (d + ATTN_MIN_CHUNK_D - 1) / ATTN_MIN_CHUNK_D * ATTN_MIN_CHUNK_D : 0;
     const uint64_t budget = ctx->info.local_mem_bytes;
@@ -88,8 +89,8 @@ static ln_status plan_fused(ln_context *ctx, const char *op, size_t heads, size_
     p->wg = logit_items > pv_items ? logit_items : pv_items;
     /* Capped by the tuned cap and the device; the kernel loops over what a
      * smaller group leaves. */
-    if (p->wg > ctx->params.wg_elementwise)
-        p->wg = ctx->params.wg_elementwise;
+    if (p->wg > tp->wg_elementwise)
+        p->wg = tp->wg_elementwise;
     if (p->wg > ctx->info.max_work_group_size)
         p->wg = ctx->info.max_work_group_size;
     if (p->wg == 0)
@@ -137,9 +138,11 @@ ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
 {
     if (!ctx || !s_fits_device(ctx, batch, n))
         return LN_ATTENTION_RECOMPUTE_S;
-    if (ctx->params.attn_mode == LN_ATTENTION_PRECOMPUTED_S ||
-        ctx->params.attn_mode == LN_ATTENTION_RECOMPUTE_S)
-        return (ln_attention_mode)ctx->params.attn_mode;
+    /* ln-tune's mode for this shape's bucket, else the context's. */
+    ln_params tp;
+    ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    if (tp.attn_mode == LN_ATTENTION_PRECOMPUTED_S || tp.attn_mode == LN_ATTENTION_RECOMPUTE_S)
+        return (ln_attention_mode)tp.attn_mode;
     double bytes = (double)batch * (double)n * (double)n * sizeof(float);
     return bytes <= (double)ctx->params.attn_s_budget_bytes ? LN_ATTENTION_PRECOMPUTED_S
                                                             : LN_ATTENTION_RECOMPUTE_S;
@@ -218,7 +221,11 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
     attn_plan plan = {0};
     cl_kernel kern;
     ln_status st;
-    if ((st = plan_fused(ctx, op, heads, head_dim, d, recompute, &plan)) ||
+    /* Tiles tuned at this (B, n) bucket win over the device-wide ones (the
+     * largest tuned shape's): ln-tune measured them at this size. */
+    ln_params tp;
+    ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    if ((st = plan_fused(ctx, &tp, op, heads, head_dim, d, recompute, &plan)) ||
         (st = fused_kernel(ctx, &plan, head_dim, &kern)))
         return st;
     const cl_uint un = (cl_uint)n, uheads = (cl_uint)heads, ud = (cl_uint)d;

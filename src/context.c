@@ -233,6 +233,7 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
         return ln_fail_cl(NULL, err, "clCreateCommandQueue");
     }
     ln_params_defaults(&ctx->info, &ctx->params);
+    ln_tune_context_init(ctx);
     const char *cap = getenv("LN_DEVICE_MEMORY_LIMIT_MB");
     if (cap && *cap) {
         char *end;
@@ -352,7 +353,11 @@ ln_status ln_buffer_from_host(ln_context *ctx, const void *data, size_t bytes, c
     ln_status st = ln_buffer_create(ctx, bytes, out, what);
     if (st != LN_SUCCESS || !data || bytes == 0)
         return st;
-    cl_int err = clEnqueueWriteBuffer(ctx->queue, *out, CL_FALSE, 0, bytes, data, 0, NULL, NULL);
+    /* Blocking: the host wrappers return early when a later step fails
+     * (bad argument, device memory), and a queued write would then read
+     * the caller's array after the call returned and the caller freed it
+     * (AddressSanitizer caught PoCL's worker thread doing exactly that). */
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, *out, CL_TRUE, 0, bytes, data, 0, NULL, NULL);
     if (err != CL_SUCCESS) {
         ln_buffer_release(ctx, *out);
         *out = NULL;

@@ -53,6 +53,10 @@ struct ln_context {
     uint64_t device_bytes;
     uint64_t peak_device_bytes;
     uint64_t device_bytes_cap; /* LN_DEVICE_MEMORY_LIMIT_MB, 0 = none */
+    /* Cache counters and the loaded tuning table (src/tune_cache.c): made
+     * by ln_context_create, freed by ln_context_destroy; NULL only if that
+     * allocation failed (then the caches are simply not used). */
+    struct ln_cache_state *cache;
     char error[LN_ERRMSG_MAX];
 };
 
@@ -100,7 +104,8 @@ size_t ln_kernel_wg_size(ln_context *ctx, cl_kernel kernel, size_t wish, bool po
 ln_status ln_buffer_create(ln_context *ctx, size_t bytes, cl_mem *out, const char *what);
 void ln_buffer_release(ln_context *ctx, cl_mem mem);
 
-/* Host-wrapper helpers: copy host data in/out of a fresh tracked buffer. */
+/* Host-wrapper helpers: copy host data in/out of a fresh tracked buffer.
+ * Both copies are blocking, so `data` is free to go when they return. */
 ln_status ln_buffer_from_host(ln_context *ctx, const void *data, size_t bytes, cl_mem *out,
                               const char *what);
 ln_status ln_buffer_to_host(ln_context *ctx, cl_mem mem, void *data, size_t bytes);
@@ -181,7 +186,7 @@ void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *
 #define LN_CACHE_FORMAT_VERSION 1u
 /* Bumped when ln-tune measures differently; tuning files of another
  * version are ignored as stale. */
-#define LN_TUNER_VERSION 1u
+#define LN_TUNER_VERSION 2u /* 2: CLBlast GEMM entries, CLBlast version in the key */
 /* Options every program is built with, before the family's own. */
 #define LN_BUILD_OPTIONS_BASE "-cl-std=CL1.2"
 
@@ -225,10 +230,30 @@ extern const char *const ln_tune_param_names[LN_TP_COUNT];
 /* One tuning result: a kernel family at a shape bucket (batch and n
  * rounded up to powers of two), the values it sets (-1: not set) and the
  * median times of the default and the tuned values in microseconds. */
+/* CLBlast's GEMM kernels whose parameters ln-tune sets (src/gemm_tuning.c).
+ * Their entries are kernel "clblast-<name>", shape = the largest (B, n) the
+ * set was chosen over, and either every parameter of the kernel (what
+ * CLBlastOverrideParameters wants) or none (measured: CLBlast's own
+ * choice kept). */
+enum { LN_CB_XGEMM = 0, LN_CB_XGEMM_DIRECT, LN_CB_GEMM_ROUTINE, LN_CB_COUNT };
+#define LN_CB_MAX_PARAMS 16
+typedef struct ln_clblast_kernel {
+    const char *entry; /* the tuning file's kernel name: "clblast-Xgemm" */
+    const char *name;  /* CLBlast's: "Xgemm" */
+    int count;
+    const char *params[LN_CB_MAX_PARAMS]; /* CLBlast 1.5's names, sorted */
+} ln_clblast_kernel;
+extern const ln_clblast_kernel ln_clblast_kernels[LN_CB_COUNT];
+/* LN_CB_* of a tuning-file kernel name, or -1. */
+int ln_clblast_kernel_of(const char *entry_kernel);
+/* Index of `param` in ln_clblast_kernels[kernel].params, or -1. */
+int ln_clblast_param_of(int kernel, const char *param);
+
 typedef struct ln_tune_entry {
-    char kernel[32]; /* "layernorm", "elementwise", "attention" */
+    char kernel[32]; /* "layernorm", "elementwise", "attention", "clblast-Xgemm", ... */
     uint64_t batch, n;
     long long value[LN_TP_COUNT];
+    long long clblast[LN_CB_MAX_PARAMS]; /* clblast-* entries, in params order; -1: unset */
     double default_us, tuned_us;
 } ln_tune_entry;
 
@@ -273,16 +298,24 @@ ln_status ln_tune_file_merge(ln_context *ctx, const ln_device_info *info, const 
  * only when every attention entry agrees. Returns how many values it set. */
 int ln_tune_apply(const ln_tune_table *t, const ln_device_info *info, ln_params *p);
 
-/* Per-context cache state, kept beside the context (ln_context's layout is
- * not touched): counters of the binary cache and the loaded tuning table. */
+/* Per-context cache state (ctx->cache): counters of the binary cache and
+ * the loaded tuning table. */
 typedef struct ln_cache_state {
     unsigned binary_hits, binary_misses, binary_stores, binary_rejects;
     ln_tune_table tuning;
     int tuned_values; /* values ln_tune_apply set from the file */
+    int clblast_applied, clblast_rejected; /* CLBlast sets of the file */
     char tuning_path[1024];
 } ln_cache_state;
-/* The context's state, made on first use; NULL only when out of memory. */
+/* ctx->cache; NULL when ctx is NULL or its allocation failed. */
 ln_cache_state *ln_cache_state_of(const ln_context *ctx);
+/* Called by ln_context_create before anything uses the caches: allocates
+ * ctx->cache (left NULL when out of memory). */
+void ln_tune_context_init(ln_context *ctx);
+/* True unless ln-tune cleared it: ln_tune_context_load then only finds the
+ * file's path. ln-tune measures the defaults first, so its context must
+ * not run with an earlier run's values (CLBlast's cannot be undone). */
+extern bool ln_tune_load_on_create;
 /* Called at the end of ln_context_create: loads the device's tuning file
  * (unless LN_TUNE_CACHE=off), applies it to ctx->params, warns on stderr
  * about an ignored file. Never fails. */
@@ -294,5 +327,27 @@ void ln_tune_context_free(ln_context *ctx);
  * per-bucket values (attention); false when no entry matches. */
 bool ln_tuned_params_for(const ln_context *ctx, const char *kernel, size_t batch, size_t n,
                          ln_params *out);
+
+/* CLBlast GEMM parameters (src/gemm_tuning.c). */
+/* Whether CLBlast can run `v` (ln_clblast_kernels[kernel].count values in
+ * params order) on this device: every value set and in range, CLBlast's
+ * own tuner constraints (e.g. MWG % (MDIMC * VWM) == 0), the work-group
+ * size (at most wg_cap) and local memory. False with `why` otherwise: CLBlast
+ * itself would compile such a set and compute garbage or fail at launch. */
+bool ln_clblast_params_valid(int kernel, const long long *v, const ln_device_info *info,
+                             size_t wg_cap, char *why, size_t why_cap);
+/* Validates `v` and hands it to CLBlastOverrideParameters for `device`
+ * (single precision); CLBlast then rebuilds its GEMM program on the next
+ * call. Records the set process-wide (see ln_clblast_overrides_on). False
+ * with `why` when refused. */
+bool ln_clblast_override(cl_device_id device, const ln_device_info *info, int kernel,
+                         const long long *v, char *why, size_t why_cap);
+/* How many CLBlast kernels carry an override on `device` in this process;
+ * *min_indirect gets the GemmRoutine value, -1 without one. */
+int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect);
+/* ln_tune_context_load's part for CLBlast: per kernel, the set of the
+ * entry at the largest shape (an empty set keeps CLBlast's own), each
+ * invalid one ignored with a warning on stderr. */
+void ln_clblast_apply(ln_context *ctx, const ln_tune_table *t, int *applied, int *rejected);
 
 #endif

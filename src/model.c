@@ -600,8 +600,10 @@ ln_status ln_model_encode(ln_model *model, size_t batch, size_t n, const float *
     if (!err && lengths)
         err = clEnqueueWriteBuffer(ctx->queue, ws->lengths, CL_FALSE, 0, batch * sizeof(cl_int),
                                    lengths, 0, NULL, NULL);
-    if (err)
+    if (err) {
+        clFinish(ctx->queue); /* an earlier write may still read the caller's array */
         return ln_fail_cl(ctx, err, "ln_model_encode: copying inputs to the device");
+    }
     st = forward(model, batch, n, ws->x, positions ? ws->positions : NULL,
                  lengths ? ws->lengths : NULL, ws->out);
     if (st) {

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -351,6 +352,43 @@ static void sync_parent_dir(const char *path)
     free(dir);
 }
 
+/* Test hook: LN_TEST_PAUSE_BEFORE_RENAME="<ms>[:<text>]" makes every atomic
+ * write whose target path contains <text> (any path without it) announce
+ * itself on stderr and sleep <ms> milliseconds between writing the
+ * temporary file and renaming it, so a test can SIGKILL the writer there
+ * and check that the previous file is intact (tests/atomic_kill.cmake).
+ * Read once per process; unset (the normal case) it costs one
+ * pthread_once per write. */
+static pthread_once_t pause_once = PTHREAD_ONCE_INIT;
+static long pause_ms;
+static char pause_match[256];
+
+static void read_pause_env(void)
+{
+    const char *v = getenv("LN_TEST_PAUSE_BEFORE_RENAME");
+    if (!v || !*v)
+        return;
+    char *end;
+    long ms = strtol(v, &end, 10);
+    if (ms <= 0 || (*end != '\0' && *end != ':'))
+        return;
+    if (*end == ':')
+        snprintf(pause_match, sizeof(pause_match), "%s", end + 1);
+    pause_ms = ms;
+}
+
+static void test_pause_before_rename(const char *tmp, const char *path)
+{
+    pthread_once(&pause_once, read_pause_env);
+    if (!pause_ms || (pause_match[0] && !strstr(path, pause_match)))
+        return;
+    fprintf(stderr, "ln-cl: LN_TEST_PAUSE_BEFORE_RENAME: wrote %s, pausing %ld ms before "
+            "renaming it over %s\n", tmp, pause_ms, path);
+    struct timespec left = {pause_ms / 1000, (pause_ms % 1000) * 1000000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
+}
+
 ln_status ln_file_write_atomic(ln_context *ctx, const char *path, const ln_io_piece *pieces,
                                size_t count)
 {
@@ -392,6 +430,8 @@ ln_status ln_file_write_atomic(ln_context *ctx, const char *path, const ln_io_pi
     /* close() can report a deferred write error (NFS), so it is checked. */
     if (close(fd) != 0 && st == LN_SUCCESS)
         st = ln_fail(ctx, LN_ERROR_IO, "%s: close failed: %s", path, strerror(errno));
+    if (st == LN_SUCCESS)
+        test_pause_before_rename(tmp, path);
     if (st == LN_SUCCESS && rename(tmp, path) != 0)
         st = ln_fail(ctx, LN_ERROR_IO, "%s: cannot replace it: %s", path, strerror(errno));
     if (st == LN_SUCCESS)

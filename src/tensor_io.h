@@ -137,7 +137,11 @@ typedef struct ln_io_piece {
 /* Writes the concatenation of `pieces` to `path` atomically: into a fresh
  * temporary file in the same directory, fsync, rename over `path`, fsync
  * the directory. On any failure the temporary is removed and an existing
- * `path` is left as it was. The new file gets mode 0666 minus the umask. */
+ * `path` is left as it was. The new file gets mode 0666 minus the umask.
+ * A process killed before the rename leaves `path` as it was and its
+ * temporary (<path>.tmp-<pid>-<hex>) behind. For tests,
+ * LN_TEST_PAUSE_BEFORE_RENAME="<ms>[:<text in path>]" sleeps before the
+ * rename (see src/safetensors.c). */
 ln_status ln_file_write_atomic(ln_context *ctx, const char *path, const ln_io_piece *pieces,
                                size_t count);
 

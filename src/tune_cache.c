@@ -3,16 +3,23 @@
  * (<cache>/tuning/<platform>-<device>-<hash>.json) holding what ln-tune
  * measured, its validation against the device it is loaded on, the merge
  * that lets two tuners write at once, applying it to a context's
- * parameters, the per-context cache state and ln_context_tuning.
+ * parameters (CLBlast's through src/gemm_tuning.c), the per-context cache
+ * state and ln_context_tuning.
  *
  * File layout (format_version 1):
  *   {"format": "ln-cl-tuning", "format_version": 1,
  *    "key": {"platform_name", "platform_version", "device_name",
  *            "driver_version", "compute_units", "kernels_hash" (16 hex
- *            digits of ln_kernel_sources_hash), "tuner_version"},
+ *            digits of ln_kernel_sources_hash), "tuner_version",
+ *            "clblast_version" ("1.5.3": its defaults and parameter
+ *            names are what the GEMM entries were measured against)},
  *    "entries": [{"kernel": "attention", "shape": "B1-n1024",
  *                 "params": {"attn_tile_q": 16, ...},
- *                 "default_us": 812.5, "tuned_us": 640.2}, ...]}
+ *                 "default_us": 812.5, "tuned_us": 640.2},
+ *                {"kernel": "clblast-Xgemm", "shape": "B1-n1024",
+ *                 "params": {"GEMMK": 0, "KREG": 1, ... all 16, or none},
+ *                 "default_us": ..., "tuned_us": ...}, ...]}
+ * A GEMM entry's times are the model's GEMMs summed at that shape.
  * The driver version lives in the key, not the file name: after a driver
  * update the old file is found, named as stale on stderr, and replaced by
  * the next ln-tune run rather than left behind.
@@ -21,17 +28,25 @@
 #include "internal.h"
 #include "tensor_io.h"
 
+#include <clblast_c.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define CLBLAST_VERSION_STRING                                                                   \
+    STR(CLBLAST_VERSION_MAJOR) "." STR(CLBLAST_VERSION_MINOR) "." STR(CLBLAST_VERSION_PATCH)
+/* CLBlast parameter values: tiles and work-items below 1024 (gemm_tuning.c
+ * checks the combinations), XGEMM_MIN_INDIRECT_SIZE up to 2^20. */
+#define TUNE_MAX_CLBLAST ((long long)1 << 20)
 
 /* A tuning file is a few KiB (3 kernels x a dozen shapes); 16 MiB is far
  * beyond any real one and bounds what a hostile file can make us allocate. */
@@ -69,6 +84,8 @@ void ln_tune_entry_init(ln_tune_entry *e, const char *kernel, uint64_t batch, ui
     e->n = ln_tune_bucket(n);
     for (int i = 0; i < LN_TP_COUNT; i++)
         e->value[i] = -1;
+    for (int i = 0; i < LN_CB_MAX_PARAMS; i++)
+        e->clblast[i] = -1;
 }
 
 ln_status ln_tune_table_put(ln_tune_table *t, const ln_tune_entry *e)
@@ -197,7 +214,8 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
         return false;
     }
     const char *kernel = json_string_value(k);
-    bool known = false;
+    const int cb = ln_clblast_kernel_of(kernel);
+    bool known = cb >= 0;
     for (size_t i = 0; i < sizeof(known_kernels) / sizeof(known_kernels[0]); i++)
         known |= strcmp(kernel, known_kernels[i]) == 0;
     if (!known) {
@@ -222,6 +240,25 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
     json_t *v;
     json_object_foreach(p, name, v)
     {
+        if (cb >= 0) {
+            /* Names and ranges here; whether the set is whole and a valid
+             * combination is ln_clblast_apply's call (a warning, not a
+             * corrupt file). */
+            int param = ln_clblast_param_of(cb, name);
+            if (param < 0) {
+                why_set(why, cap, "entries[%zu]: %s has no parameter \"%.40s\"", index,
+                        ln_clblast_kernels[cb].name, name);
+                return false;
+            }
+            if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+                json_integer_value(v) > TUNE_MAX_CLBLAST) {
+                why_set(why, cap, "entries[%zu]: %s is not an integer in 0..%lld", index, name,
+                        TUNE_MAX_CLBLAST);
+                return false;
+            }
+            e->clblast[param] = (long long)json_integer_value(v);
+            continue;
+        }
         int param = -1;
         for (int i = 0; i < LN_TP_COUNT; i++)
             if (strcmp(name, ln_tune_param_names[i]) == 0)
@@ -307,7 +344,8 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
                  (long long)info->compute_units, &r, why, cap) ||
         !key_str(key, "kernels_hash", "kernels hash (kernel sources or build options changed)",
                  hash, &r, why, cap) ||
-        !key_int(key, "tuner_version", "tuner version", LN_TUNER_VERSION, &r, why, cap))
+        !key_int(key, "tuner_version", "tuner version", LN_TUNER_VERSION, &r, why, cap) ||
+        !key_str(key, "clblast_version", "CLBlast version", CLBLAST_VERSION_STRING, &r, why, cap))
         return r;
     json_t *entries = json_object_get(root, "entries");
     if (!json_is_array(entries)) {
@@ -384,18 +422,23 @@ static json_t *table_json(const ln_device_info *info, const ln_tune_table *t)
         for (int p = 0; p < LN_TP_COUNT; p++)
             if (e->value[p] >= 0)
                 json_object_set_new(params, ln_tune_param_names[p], json_integer(e->value[p]));
+        int cb = ln_clblast_kernel_of(e->kernel);
+        for (int p = 0; cb >= 0 && p < ln_clblast_kernels[cb].count; p++)
+            if (e->clblast[p] >= 0)
+                json_object_set_new(params, ln_clblast_kernels[cb].params[p],
+                                    json_integer(e->clblast[p]));
         json_array_append_new(entries, json_pack("{s:s, s:s, s:o, s:f, s:f}", "kernel",
                                                  e->kernel, "shape", shape, "params", params,
                                                  "default_us", e->default_us, "tuned_us",
                                                  e->tuned_us));
     }
-    return json_pack("{s:s, s:i, s:{s:s, s:s, s:s, s:s, s:I, s:s, s:i}, s:o}", "format",
+    return json_pack("{s:s, s:i, s:{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}, s:o}", "format",
                      "ln-cl-tuning", "format_version", (int)LN_CACHE_FORMAT_VERSION, "key",
                      "platform_name", info->platform_name, "platform_version",
                      info->platform_version, "device_name", info->device_name, "driver_version",
                      info->driver_version, "compute_units", (json_int_t)info->compute_units,
-                     "kernels_hash", hash, "tuner_version", (int)LN_TUNER_VERSION, "entries",
-                     entries);
+                     "kernels_hash", hash, "tuner_version", (int)LN_TUNER_VERSION,
+                     "clblast_version", CLBLAST_VERSION_STRING, "entries", entries);
 }
 
 ln_status ln_tune_file_merge(ln_context *ctx, const ln_device_info *info, const char *path,
@@ -509,64 +552,24 @@ int ln_tune_apply(const ln_tune_table *t, const ln_device_info *info, ln_params 
 
 /* ------------------------------------------------- per-context state */
 
-typedef struct state_slot {
-    const ln_context *ctx;
-    ln_cache_state *state;
-} state_slot;
-
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static state_slot *registry;
-static size_t registry_count, registry_cap;
+bool ln_tune_load_on_create = true;
 
 ln_cache_state *ln_cache_state_of(const ln_context *ctx)
 {
-    if (!ctx)
-        return NULL;
-    ln_cache_state *found = NULL;
-    pthread_mutex_lock(&registry_lock);
-    for (size_t i = 0; i < registry_count; i++)
-        if (registry[i].ctx == ctx) {
-            found = registry[i].state;
-            break;
-        }
-    if (!found) {
-        if (registry_count == registry_cap) {
-            size_t cap = registry_cap ? registry_cap * 2 : 8;
-            state_slot *grown = realloc(registry, cap * sizeof(*grown));
-            if (grown) {
-                registry = grown;
-                registry_cap = cap;
-            }
-        }
-        if (registry_count < registry_cap && (found = calloc(1, sizeof(*found)))) {
-            registry[registry_count].ctx = ctx;
-            registry[registry_count].state = found;
-            registry_count++;
-        }
-    }
-    pthread_mutex_unlock(&registry_lock);
-    return found;
+    return ctx ? ctx->cache : NULL;
+}
+
+void ln_tune_context_init(ln_context *ctx)
+{
+    ctx->cache = calloc(1, sizeof(*ctx->cache));
 }
 
 void ln_tune_context_free(ln_context *ctx)
 {
-    ln_cache_state *st = NULL;
-    pthread_mutex_lock(&registry_lock);
-    for (size_t i = 0; i < registry_count; i++)
-        if (registry[i].ctx == ctx) {
-            st = registry[i].state;
-            registry[i] = registry[--registry_count];
-            break;
-        }
-    if (registry_count == 0) {
-        free(registry);
-        registry = NULL;
-        registry_cap = 0;
-    }
-    pthread_mutex_unlock(&registry_lock);
-    if (st) {
-        ln_tune_table_free(&st->tuning);
-        free(st);
+    if (ctx->cache) {
+        ln_tune_table_free(&ctx->cache->tuning);
+        free(ctx->cache);
+        ctx->cache = NULL;
     }
 }
 
@@ -579,12 +582,15 @@ void ln_tune_context_load(ln_context *ctx)
         cs->tuning_path[0] = '\0';
         return;
     }
+    if (!ln_tune_load_on_create)
+        return;
     char why[512];
     ln_tune_file_result r = ln_tune_file_read(&ctx->info, cs->tuning_path, &cs->tuning, why,
                                               sizeof(why));
-    if (r == LN_TUNE_FILE_OK)
+    if (r == LN_TUNE_FILE_OK) {
         cs->tuned_values = ln_tune_apply(&cs->tuning, &ctx->info, &ctx->params);
-    else if (r != LN_TUNE_FILE_ABSENT)
+        ln_clblast_apply(ctx, &cs->tuning, &cs->clblast_applied, &cs->clblast_rejected);
+    } else if (r != LN_TUNE_FILE_ABSENT)
         fprintf(stderr, "ln-cl: warning: ignoring %s tuning file %s: %s; using defaults\n",
                 r == LN_TUNE_FILE_STALE ? "stale" : "corrupt", cs->tuning_path, why);
 }
@@ -624,12 +630,15 @@ ln_status ln_context_tuning(const ln_context *ctx, ln_tuning_info *out)
     ln_cache_state *cs = ln_cache_state_of(ctx);
     if (cs) {
         out->tuned_values = cs->tuned_values;
-        out->from_cache = cs->tuned_values > 0;
+        out->from_cache = cs->tuned_values > 0 || cs->clblast_applied > 0;
         out->tuning_entries = (int)cs->tuning.count;
         snprintf(out->cache_path, sizeof(out->cache_path), "%s", cs->tuning_path);
         out->binary_cache_hits = cs->binary_hits;
         out->binary_cache_misses = cs->binary_misses;
         out->binary_cache_stores = cs->binary_stores;
+        out->clblast_applied = cs->clblast_applied;
+        out->clblast_rejected = cs->clblast_rejected;
     }
+    out->clblast_overrides = ln_clblast_overrides_on(ctx->device, &out->clblast_min_indirect_size);
     return LN_SUCCESS;
 }

@@ -1,9 +1,13 @@
 /*
- * test_tune_cache.c: the tuning cache (src/tune_cache.c): a written file is
- * applied by the next context (seen through ln_context_tuning), corrupt,
- * truncated, hostile and stale-key files are ignored with a warning naming
- * why, and two processes merging at once keep both's entries. Each test
- * runs in its own temporary LN_CACHE_DIR (Check forks per test).
+ * test_tune_cache.c: the tuning cache (src/tune_cache.c, and the CLBlast
+ * GEMM entries of src/gemm_tuning.c): a written file is applied by the
+ * next context (seen through ln_context_tuning), CLBlast overrides among
+ * them with GEMMs still right, an invalid CLBlast set is ignored with a
+ * warning while the rest applies, corrupt, truncated, hostile and
+ * stale-key files are ignored with a warning naming why, and two processes
+ * merging at once keep both's entries. Each test runs in its own temporary
+ * LN_CACHE_DIR and process (Check forks per test), which matters: CLBlast's
+ * overrides last for the process.
  */
 #define _XOPEN_SOURCE 700 /* nftw */
 #include "test_util.h"
@@ -167,6 +171,62 @@ START_TEST(mode_applied_only_when_all_agree)
 }
 END_TEST
 
+/* Attention takes the tiles and mode of its own shape's bucket when ln-tune
+ * has an entry there (src/attention.c), the device-wide ones otherwise,
+ * and computes the same either way. */
+START_TEST(attention_uses_bucket_entry)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    ln_tune_entry e[2] = {
+        entry("attention", 1, 64, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
+        entry("attention", 1, 4096, LN_TP_ATTN_MODE, LN_ATTENTION_PRECOMPUTED_S),
+    };
+    e[0].value[LN_TP_ATTN_TILE_Q] = 4, e[0].value[LN_TP_ATTN_TILE_K] = 8;
+    e[1].value[LN_TP_ATTN_TILE_Q] = 16, e[1].value[LN_TP_ATTN_TILE_K] = 32;
+    char path[1024];
+    write_entries(a, e, 2, path, sizeof(path));
+    ln_context_destroy(a);
+    setenv("LN_TUNE_CACHE", "off", 1);
+    ln_context *plain = tu_context();
+    unsetenv("LN_TUNE_CACHE");
+    ln_context *b = tu_context();
+    /* Modes disagree: AUTO device-wide, each bucket its own. A 50-long
+     * sequence's S (10 KB) is far inside the S budget: AUTO alone would
+     * precompute it. */
+    ck_assert_int_eq(tuning(b).attn_mode, LN_ATTENTION_AUTO);
+    ck_assert_int_eq(ln_attention_resolve_mode(plain, 1, 50), LN_ATTENTION_PRECOMPUTED_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 50), LN_ATTENTION_RECOMPUTE_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 3000), LN_ATTENTION_PRECOMPUTED_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 2, 50), LN_ATTENTION_PRECOMPUTED_S);
+    const size_t n = 50, width = 64, head_dim = 32, d = 48;
+    uint64_t rng = tu_seed();
+    float *q = tu_malloc(n * width * 4), *k = tu_malloc(n * width * 4),
+          *v = tu_malloc(n * width * 4), *u = tu_malloc(n * d * 4), temp[2] = {0.7f, 1.3f},
+          *got = tu_malloc(n * width * 4), *want = tu_malloc(n * width * 4);
+    tu_fill(q, n * width, -1, 1, &rng);
+    tu_fill(k, n * width, -1, 1, &rng);
+    tu_fill(v, n * width, -1, 1, &rng);
+    tu_fill(u, n * d, -0.2f, 0.2f, &rng);
+    tu_assert_ok(b, ln_semantic_attention_host(b, 1, n, width, head_dim, d, q, k, v, u, temp,
+                                               NULL, LN_ATTENTION_AUTO, got));
+    tu_assert_ok(plain, ln_semantic_attention_host(plain, 1, n, width, head_dim, d, q, k, v, u,
+                                                   temp, NULL, LN_ATTENTION_AUTO, want));
+    /* The bucket's 4 x 8 tiles built the kernel b ran. */
+    bool found = false;
+    for (int i = 0; i < b->program_count; i++)
+        found |= strstr(b->programs[i].options, "-DATTN_TILE_Q=4 -DATTN_TILE_K=8") != NULL;
+    ck_assert_msg(found, "no attention program with the n64 bucket's 4 x 8 tiles");
+    double *ref = tu_malloc(n * width * 8);
+    for (size_t i = 0; i < n * width; i++)
+        ref[i] = want[i];
+    tu_assert_close(got, ref, n * width, 1e-5, "bucket tiles vs defaults");
+    free(q), free(k), free(v), free(u), free(got), free(want), free(ref);
+    ln_context_destroy(b);
+    ln_context_destroy(plain);
+}
+END_TEST
+
 /* A valid file, then one key field replaced: ignored as stale, naming it. */
 static void stale_case(const char *field, json_t *value, const char *expect_in_warning)
 {
@@ -209,6 +269,14 @@ END_TEST
 START_TEST(stale_tuner_ignored)
 {
     stale_case("tuner_version", json_integer(LN_TUNER_VERSION + 1), "tuner version");
+}
+END_TEST
+
+/* CLBlast's defaults (what GEMM entries were measured against) and its
+ * parameter names belong to its version. */
+START_TEST(stale_clblast_ignored)
+{
+    stale_case("clblast_version", json_string("1.4.0"), "CLBlast version");
 }
 END_TEST
 
@@ -401,7 +469,219 @@ START_TEST(off_reads_nothing)
     ck_assert_int_eq(tb.from_cache, 0);
     ck_assert_int_eq(tb.cache_enabled, 0);
     ck_assert_uint_eq(tb.wg_layernorm, defaults.wg_layernorm);
+    ck_assert_int_eq(tb.clblast_overrides, 0);
+    ck_assert_int_eq(tb.clblast_min_indirect_size, -1);
     ln_context_destroy(b);
+}
+END_TEST
+
+/* ------------------------------------------------ CLBlast GEMM entries */
+
+/* A CLBlast entry with `values` (count of them, in params order). */
+static ln_tune_entry clblast_entry(int kernel, uint64_t n, const long long *values, int count)
+{
+    ln_tune_entry e = entry(ln_clblast_kernels[kernel].entry, 1, n, -1, 0);
+    for (int i = 0; i < count; i++)
+        e.clblast[i] = values[i];
+    return e;
+}
+
+/* Xgemm as ln-tune's first CPU candidate: 64x64 tiles, 8x8 threads, 4-wide
+ * vectors, no local memory (valid on every device with 64 work-items). */
+static const long long xgemm_ok[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4};
+
+/* y = x w^T + b through ln_linear_host, against float64, at sizes that are
+ * no multiple of any tile (CLBlast pads them on the indirect path). */
+static void check_linear(ln_context *ctx, size_t rows, size_t in, size_t out)
+{
+    uint64_t rng = tu_seed();
+    float *x = tu_malloc(rows * in * 4), *w = tu_malloc(out * in * 4), *b = tu_malloc(out * 4),
+          *y = tu_malloc(rows * out * 4);
+    double *ref = tu_malloc(rows * out * 8);
+    tu_fill(x, rows * in, -1, 1, &rng);
+    tu_fill_linear(w, b, out, in, &rng);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t o = 0; o < out; o++) {
+            double acc = b[o];
+            for (size_t i = 0; i < in; i++)
+                acc += (double)x[r * in + i] * w[o * in + i];
+            ref[r * out + o] = acc;
+        }
+    tu_assert_ok(ctx, ln_linear_host(ctx, rows, in, out, x, w, b, LN_EPILOGUE_BIAS, NULL, y));
+    tu_assert_close(y, ref, rows * out, 1e-5, "linear %zux%zux%zu", rows, in, out);
+    free(x), free(w), free(b), free(y), free(ref);
+}
+
+START_TEST(clblast_override_applied)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    ck_assert_int_eq(tuning(a).clblast_overrides, 0);
+    const long long all_indirect[1] = {0};
+    ln_tune_entry e[3] = {
+        clblast_entry(LN_CB_XGEMM, 256, xgemm_ok, 16),
+        clblast_entry(LN_CB_GEMM_ROUTINE, 256, all_indirect, 1),
+        /* measured, CLBlast's own kept: nothing to apply */
+        clblast_entry(LN_CB_XGEMM_DIRECT, 256, NULL, 0),
+    };
+    char path[1024];
+    write_entries(a, e, 3, path, sizeof(path));
+    ln_context_destroy(a);
+    /* Written and read back as they were. */
+    ln_device_info info;
+    ln_tune_table t;
+    char why[512];
+    ln_context *probe = tu_context();
+    info = probe->info;
+    ln_context_destroy(probe);
+    ck_assert_msg(ln_tune_file_read(&info, path, &t, why, sizeof(why)) == LN_TUNE_FILE_OK, "%s",
+                  why);
+    ck_assert_uint_eq(t.count, 3);
+    for (size_t i = 0; i < t.count; i++)
+        if (strcmp(t.entries[i].kernel, "clblast-Xgemm") == 0)
+            for (int p = 0; p < 16; p++)
+                ck_assert_int_eq(t.entries[i].clblast[p], xgemm_ok[p]);
+    ln_tune_table_free(&t);
+
+    char err[4096];
+    ln_context *b = context_capturing(err, sizeof(err));
+    ck_assert_msg(strstr(err, "warning") == NULL, "unexpected warning: %s", err);
+    ln_tuning_info tb = tuning(b);
+    ck_assert_int_eq(tb.clblast_applied, 2);
+    ck_assert_int_eq(tb.clblast_rejected, 0);
+    ck_assert_int_eq(tb.clblast_overrides, 2);
+    ck_assert_int_eq(tb.clblast_min_indirect_size, 0);
+    ck_assert_int_eq(tb.from_cache, 1);
+    /* Every GEMM now runs the overridden Xgemm (threshold 0: none direct),
+     * and still computes the right thing, tile-multiple or not. */
+    check_linear(b, 37, 70, 53);
+    check_linear(b, 128, 64, 192);
+    ln_context_destroy(b);
+    /* CLBlast keeps the override for the process: a later context says so. */
+    ln_context *c = tu_context();
+    ck_assert_int_eq(tuning(c).clblast_overrides, 2);
+    ln_context_destroy(c);
+}
+END_TEST
+
+START_TEST(clblast_bad_sets_ignored)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    long long bad_mwg[16];
+    memcpy(bad_mwg, xgemm_ok, sizeof(bad_mwg));
+    bad_mwg[6] = 60; /* MWG 60: not a multiple of MDIMC * VWM = 32 */
+    const long long direct_partial[9] = {2, 8, 8, 8, 8, 1, 1, 4, 4}; /* WGD missing */
+    ln_tune_entry e[3] = {
+        clblast_entry(LN_CB_XGEMM, 256, bad_mwg, 16),
+        clblast_entry(LN_CB_XGEMM_DIRECT, 256, direct_partial, 9),
+        entry("layernorm", 1, 256, LN_TP_WG_LAYERNORM, 32),
+    };
+    char path[1024];
+    write_entries(a, e, 3, path, sizeof(path));
+    ln_context_destroy(a);
+    char err[8192];
+    ln_context *b = context_capturing(err, sizeof(err));
+    ck_assert_msg(strstr(err, "warning") && strstr(err, "clblast-Xgemm") && strstr(err, "MWG"),
+                  "no warning naming Xgemm's MWG: %s", err);
+    ck_assert_msg(strstr(err, "clblast-XgemmDirect") && strstr(err, "WGD is missing"),
+                  "no warning naming XgemmDirect's missing WGD: %s", err);
+    ln_tuning_info tb = tuning(b);
+    ck_assert_int_eq(tb.clblast_rejected, 2);
+    ck_assert_int_eq(tb.clblast_applied, 0);
+    ck_assert_int_eq(tb.clblast_overrides, 0);
+    ck_assert_int_eq(tb.clblast_min_indirect_size, -1);
+    /* The rest of the file applies, and GEMMs run CLBlast's own. */
+    ck_assert_int_eq(tb.from_cache, 1);
+    ck_assert_uint_eq(tb.wg_layernorm, 32);
+    check_linear(b, 37, 70, 53);
+    ln_context_destroy(b);
+}
+END_TEST
+
+/* CLBlast names and ranges are checked when the file is read: a name the
+ * kernel does not have, or a value outside 0..2^20, makes it corrupt. */
+START_TEST(clblast_entry_checked_on_read)
+{
+    static const char *const params[] = {"{\"NOPE\": 1}", "{\"MWG\": -1}",
+                                         "{\"MWG\": 2000000}", "{\"MWG\": 1.5}",
+                                         "{\"wg_layernorm\": 16}"};
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+        fresh_cache_dir();
+        ln_context *a = tu_context();
+        ln_tune_entry e = clblast_entry(LN_CB_XGEMM, 64, xgemm_ok, 16);
+        char path[1024];
+        write_entries(a, &e, 1, path, sizeof(path));
+        ln_context_destroy(a);
+        json_t *root = json_load_file(path, 0, NULL);
+        ck_assert_ptr_nonnull(root);
+        json_object_set_new(json_array_get(json_object_get(root, "entries"), 0), "params",
+                            json_loads(params[i], 0, NULL));
+        ck_assert_int_eq(json_dump_file(root, path, 0), 0);
+        json_decref(root);
+        /* No context may read the valid file first: its override would
+         * stay for the process. */
+        char err[4096];
+        ln_context *b = context_capturing(err, sizeof(err));
+        ck_assert_msg(strstr(err, "corrupt"), "%s: no warning: %s", params[i], err);
+        ln_tuning_info tb = tuning(b);
+        ck_assert_int_eq(tb.from_cache, 0);
+        ck_assert_int_eq(tb.clblast_overrides, 0);
+        ln_context_destroy(b);
+    }
+}
+END_TEST
+
+START_TEST(clblast_validity)
+{
+    ln_context *ctx = tu_context();
+    char why[256];
+    ck_assert(ln_clblast_params_valid(LN_CB_XGEMM, xgemm_ok, &ctx->info, 256, why, sizeof(why)));
+    long long v[16];
+    /* Each of CLBlast's tuner constraints, broken once. */
+    static const struct {
+        int param;
+        long long value;
+        const char *says;
+    } broken[] = {
+        {3, 3, "KWI"},         /* KWG 32 % KWI 3 */
+        {6, 48, "MWG"},        /* MWG 48 % (MDIMC 8 * VWM 4) */
+        {9, 40, "NWG"},        /* NWG 40 % (NDIMC 8 * VWN 4) */
+        {4, 16, "MDIMA"},      /* MWG 64 % (MDIMA 16 * VWM 4) = 0, KWG 32 % (64 / 16) = 0: */
+        {14, 3, "VWM"},        /* vector width 3 */
+        {10, 2, "SA"},         /* flag 2 */
+        {0, 2, "GEMMK"},       /* flag 2 */
+    };
+    for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+        memcpy(v, xgemm_ok, sizeof(v));
+        v[broken[i].param] = broken[i].value;
+        bool ok = ln_clblast_params_valid(LN_CB_XGEMM, v, &ctx->info, 256, why, sizeof(why));
+        if (broken[i].param == 4) { /* MDIMA 16 is valid: the checks are not too strict */
+            ck_assert_msg(ok, "MDIMA 16 refused: %s", why);
+            continue;
+        }
+        ck_assert_msg(!ok && strstr(why, broken[i].says), "%s = %lld: %s",
+                      ln_clblast_kernels[LN_CB_XGEMM].params[broken[i].param], broken[i].value,
+                      ok ? "accepted" : why);
+    }
+    /* KWG a multiple of MDIMC * NDIMC / MDIMA: 8 * 8 / 2 = 32 does not divide 16. */
+    memcpy(v, xgemm_ok, sizeof(v));
+    v[2] = 16, v[3] = 2, v[4] = 2, v[6] = 64;
+    ck_assert(!ln_clblast_params_valid(LN_CB_XGEMM, v, &ctx->info, 256, why, sizeof(why)));
+    /* Work-group cap: 16 x 32 threads. */
+    memcpy(v, xgemm_ok, sizeof(v));
+    v[5] = 16, v[8] = 32, v[6] = 64, v[9] = 128, v[4] = 16, v[7] = 32, v[2] = 32;
+    ck_assert(!ln_clblast_params_valid(LN_CB_XGEMM, v, &ctx->info, 256, why, sizeof(why)));
+    ck_assert_msg(strstr(why, "work-group"), "%s", why);
+    /* XgemmDirect: KWID MDIMAD MDIMCD NDIMBD NDIMCD PADA PADB VWMD VWND WGD */
+    long long d[10] = {2, 8, 8, 8, 8, 1, 1, 4, 4, 32};
+    ck_assert(ln_clblast_params_valid(LN_CB_XGEMM_DIRECT, d, &ctx->info, 256, why, sizeof(why)));
+    d[9] = 48; /* WGD 48 % (MDIMCD 8 * VWMD 4) */
+    ck_assert(!ln_clblast_params_valid(LN_CB_XGEMM_DIRECT, d, &ctx->info, 256, why, sizeof(why)));
+    const long long t_ok[1] = {128}, t_bad[1] = {(1 << 20) + 1};
+    ck_assert(ln_clblast_params_valid(LN_CB_GEMM_ROUTINE, t_ok, &ctx->info, 256, why, 256));
+    ck_assert(!ln_clblast_params_valid(LN_CB_GEMM_ROUTINE, t_bad, &ctx->info, 256, why, 256));
+    ln_context_destroy(ctx);
 }
 END_TEST
 
@@ -431,11 +711,17 @@ int main(void)
     tcase_add_test(tc, stale_kernels_ignored);
     tcase_add_test(tc, stale_tuner_ignored);
     tcase_add_test(tc, stale_compute_units_ignored);
+    tcase_add_test(tc, stale_clblast_ignored);
     tcase_add_test(tc, corrupt_files_ignored);
     tcase_add_test(tc, bad_entries_ignored);
     tcase_add_test(tc, truncated_file_ignored);
     tcase_add_test(tc, concurrent_writers_keep_both);
     tcase_add_test(tc, off_reads_nothing);
+    tcase_add_test(tc, attention_uses_bucket_entry);
+    tcase_add_test(tc, clblast_validity);
+    tcase_add_test(tc, clblast_entry_checked_on_read);
+    tcase_add_test(tc, clblast_bad_sets_ignored);
+    tcase_add_test(tc, clblast_override_applied);
     tcase_add_checked_fixture(tc, NULL, remove_cache_dir);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -1,7 +1,11 @@
-# tune_cli.cmake: ln-tune end to end (tune/ln_tune.c): a tiny tuning run
-# (one shape, 5 s budget) into a fresh LN_CACHE_DIR, --show of the file it
-# wrote, --export, --import into a second cache dir, and a refused import
-# of a file that is not a tuning file. Included by tests/CMakeLists.txt.
+# tune_cli.cmake: ln-tune end to end (tune/): a tiny tuning run (one
+# shape, 5 s budget: the GEMM job does not fit and says so) into a fresh
+# LN_CACHE_DIR, --show of the file it wrote, --export, --import into a
+# second cache dir, a refused import of a file that is not a tuning file;
+# and a GEMM-only run (CLBlast parameters at the 1x64 model's GEMMs, 100 s:
+# CLBlast's default build plus one candidate's on the 2-core PoCL machine)
+# whose three clblast-* entries --show lists. Included by
+# tests/CMakeLists.txt.
 if(TARGET ln-tune)
   set(LN_TUNE_CLI_DIR ${CMAKE_BINARY_DIR}/tune-cli)
   set(LN_TUNE_CLI_ENV "POCL_CACHE_DIR=${CMAKE_BINARY_DIR}/pocl-cache"
@@ -35,4 +39,17 @@ if(TARGET ln-tune)
                        ENVIRONMENT "${LN_TUNE_CLI_ENV}" PASS_REGULAR_EXPRESSION "3 entries")
   set_tests_properties(tune_cli_import_refuses_bad PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
                        ENVIRONMENT "${LN_TUNE_CLI_ENV}" WILL_FAIL TRUE)
+
+  set(LN_TUNE_GEMM_ENV "POCL_CACHE_DIR=${CMAKE_BINARY_DIR}/pocl-cache"
+                       "LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache-gemm")
+  add_test(NAME tune_cli_gemm
+           COMMAND ln-tune --kernels gemm --quick --shapes 1x64 --budget 100)
+  add_test(NAME tune_cli_gemm_show COMMAND ln-tune --show)
+  set_tests_properties(tune_cli_gemm PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
+                       FIXTURES_SETUP tune_cli_gemm_tuned ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
+                       PASS_REGULAR_EXPRESSION "gemm +64x384x64 .*clblast-Xgemm +B1-n64"
+                       TIMEOUT 600)
+  set_tests_properties(tune_cli_gemm_show PROPERTIES FIXTURES_REQUIRED tune_cli_gemm_tuned
+                       ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
+                       PASS_REGULAR_EXPRESSION "clblast-Xgemm +B1-n64.*clblast-XgemmDirect +B1-n64.*clblast-GemmRoutine +B1-n64.*3 entries")
 endif()

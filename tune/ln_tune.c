@@ -2,18 +2,28 @@
  * ln_tune.c: ln-tune, the per-device tuner. It measures each ln-cl kernel
  * family (layernorm, elementwise, attention) at a set of shapes with its
  * default parameters and with candidates (a curated grid, then random
- * samples within a per-kernel time budget), keeps a candidate only if it
+ * samples, within a per-kernel time budget), keeps a candidate only if it
  * beats the default by more than the default's run-to-run spread and
  * matches the default's output (rel-L2 <= 1e-5), and merges each result
  * into the device's tuning file (src/tune_cache.c) as soon as it is found,
- * so an interrupted run resumes where it stopped. Also --show, --export
- * and --import of that file.
+ * so an interrupted run resumes where it stopped. Then CLBlast's GEMM
+ * parameters at the model's GEMM shapes (tune_gemm.c). Also --show,
+ * --export and --import of that file.
  *
- * Shapes follow the default config (SPEC: d_model 384, pos_hidden 64,
- * head_dim 32; attention on the widest branch, 384 = 12 heads).
+ * Shapes follow the model's config (default: SPEC's d_model 384,
+ * pos_hidden 64, head_dim 32; attention on the widest branch, 384 = 12
+ * heads), or --model's.
+ *
+ * Budget: --budget is the whole run's; each job (kernel x shape, then the
+ * GEMM job) gets a share of what is left, weighted (the GEMM job weighs as
+ * much as twice all the others: each of its candidates costs CLBlast a
+ * 36-41 s rebuild on the 2-core PoCL machine), and no candidate starts
+ * whose predicted cost (its compilation, as measured so far, plus its runs)
+ * would pass the job's share or the budget. The run overshoots only by
+ * what a prediction missed.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "internal.h"
+#include "tune.h"
 #include "tensor_io.h"
 
 #include <math.h>
@@ -22,26 +32,34 @@
 #include <string.h>
 #include <time.h>
 
-#define D_MODEL 384
-#define POS_HIDDEN 64
-#define HEAD_DIM 32
-#define ATTN_WIDTH 384
 /* PoCL reports 4096 work-items but runs a group as a loop on one core:
  * beyond 256 only compile time grows (CI-NOTES). */
 #define CPU_WG_CAP 256
 #define MAX_SHAPES 16
 #define MAX_CANDIDATES 64
 
-static double now_s(void)
+/* The workloads' sizes, from the model's config; S_USES: attention calls
+ * that read one S per forward (every branch of every layer). */
+static size_t D_MODEL = 384, POS_HIDDEN = 64, HEAD_DIM = 32, ATTN_WIDTH = 384, S_USES = 4;
+
+double now_s(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+bool budget_fits(const budget *b, double job_start, double share, double cost)
+{
+    const double now = now_s();
+    return now - job_start + cost <= share && now - b->start + cost <= b->total;
+}
+
 typedef struct shape {
     size_t batch, n;
 } shape;
+
+enum { JOB_LAYERNORM = 1, JOB_ELEMENTWISE = 2, JOB_ATTENTION = 4, JOB_GEMM = 8, JOB_ALL = 15 };
 
 typedef struct options {
     const char *device;
@@ -49,8 +67,10 @@ typedef struct options {
     double budget_s;
     shape shapes[MAX_SHAPES];
     int shape_count;
+    int kernels; /* JOB_* bits */
     bool show;
     const char *export_path, *import_path, *model;
+    ln_model_config cfg;
 } options;
 
 /* ---------------------------------------------------------------- workloads */
@@ -61,6 +81,8 @@ typedef struct workload {
     cl_mem x, gamma, beta, y;                 /* layernorm: [rows, D] */
     cl_mem pos, w1, b1, w2, b2, px, pout;     /* positional */
     cl_mem q, k, v, unit, temp, aout;         /* attention */
+    cl_mem s;       /* S for PRECOMPUTED_S, computed once (NULL: too big) */
+    double s_share; /* seconds of S's GEMM charged to each PRECOMPUTED_S call */
 } workload;
 
 static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t *state, float lo, float hi)
@@ -83,7 +105,8 @@ static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t *state, flo
 static void workload_free(ln_context *ctx, workload *w)
 {
     cl_mem *all[] = {&w->x, &w->gamma, &w->beta, &w->y, &w->pos, &w->w1, &w->b1, &w->w2,
-                     &w->b2, &w->px, &w->pout, &w->q, &w->k, &w->v, &w->unit, &w->temp, &w->aout};
+                     &w->b2, &w->px, &w->pout, &w->q, &w->k, &w->v, &w->unit, &w->temp, &w->aout,
+                     &w->s};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         ln_buffer_release(ctx, *all[i]);
         *all[i] = NULL;
@@ -109,12 +132,38 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
                (w->b2 = random_buffer(ctx, D_MODEL, &s, -0.1f, 0.1f)) &&
                (w->px = random_buffer(ctx, R * D_MODEL, &s, -1, 1)) &&
                (w->pout = random_buffer(ctx, R * D_MODEL, &s, 0, 0));
-    return (w->q = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
-           (w->k = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
-           (w->v = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
-           (w->unit = random_buffer(ctx, R * D_MODEL, &s, -0.05f, 0.05f)) &&
-           (w->temp = random_buffer(ctx, ATTN_WIDTH / HEAD_DIM, &s, 0.5f, 1.5f)) &&
-           (w->aout = random_buffer(ctx, R * ATTN_WIDTH, &s, 0, 0));
+    if (!((w->q = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+          (w->k = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+          (w->v = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+          (w->unit = random_buffer(ctx, R * D_MODEL, &s, -0.05f, 0.05f)) &&
+          (w->temp = random_buffer(ctx, ATTN_WIDTH / HEAD_DIM, &s, 0.5f, 1.5f)) &&
+          (w->aout = random_buffer(ctx, R * ATTN_WIDTH, &s, 0, 0))))
+        return false;
+    /* The model computes S once per forward and every branch of every
+     * layer reads it: a PRECOMPUTED_S call is charged 1 / S_USES of S's
+     * GEMM (median of 3 after a warm-up), not all of it, which would tilt
+     * the mode toward RECOMPUTE_S. */
+    if (ln_buffer_create(ctx, batch * n * n * sizeof(float), &w->s, "ln-tune S") != LN_SUCCESS) {
+        w->s = NULL;
+        ln_clear_error(ctx);
+        return true;
+    }
+    double t[3];
+    for (int i = -1; i < 3; i++) {
+        clFinish(ctx->queue);
+        double t0 = now_s();
+        if (ln_similarity(ctx, batch, n, D_MODEL, w->unit, w->s) != LN_SUCCESS ||
+            clFinish(ctx->queue) != CL_SUCCESS) {
+            ln_buffer_release(ctx, w->s);
+            w->s = NULL;
+            ln_clear_error(ctx);
+            return true;
+        }
+        if (i >= 0)
+            t[i] = now_s() - t0;
+    }
+    w->s_share = measure_of(t, 3).median / (double)(S_USES ? S_USES : 1);
+    return true;
 }
 
 /* One call of the kernel family's op with the context's current params. */
@@ -126,10 +175,12 @@ static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mo
     if (strcmp(kernel, "elementwise") == 0)
         return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
                                  w->w2, w->b2, w->px, w->pout);
-    /* PRECOMPUTED_S with s NULL computes S in the call: its GEMM counts. */
+    /* PRECOMPUTED_S reads the workload's S (its GEMM is added by
+     * time_once); without one it computes S in the call. */
+    cl_mem s = mode == LN_ATTENTION_PRECOMPUTED_S ? w->s : NULL;
     return ln_semantic_attention(ctx, w->batch, w->n, ATTN_WIDTH, HEAD_DIM, D_MODEL,
                                  ln_dmat_of(w->q, ATTN_WIDTH), ln_dmat_of(w->k, ATTN_WIDTH),
-                                 ln_dmat_of(w->v, ATTN_WIDTH), w->unit, NULL, w->temp, NULL,
+                                 ln_dmat_of(w->v, ATTN_WIDTH), w->unit, s, w->temp, NULL,
                                  (ln_attention_mode)mode, ln_dmat_of(w->aout, ATTN_WIDTH));
 }
 
@@ -166,6 +217,8 @@ static double time_once(ln_context *ctx, const char *kernel, workload *w, int mo
         clReleaseEvent(e0);
     if (e1)
         clReleaseEvent(e1);
+    if (strcmp(kernel, "attention") == 0 && mode == LN_ATTENTION_PRECOMPUTED_S && w->s)
+        t += w->s_share;
     return t;
 }
 
@@ -175,17 +228,26 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-typedef struct measure {
-    double median, spread; /* seconds; spread = (max - min) / 2 */
-    bool ok;
-} measure;
+measure measure_of(double *t, int runs)
+{
+    measure m = {0, 0, 0, false};
+    if (runs < 1)
+        return m;
+    qsort(t, (size_t)runs, sizeof(double), cmp_double);
+    m.median = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
+    m.spread = 0.5 * (t[runs - 1] - t[0]);
+    m.ok = true;
+    return m;
+}
 
 /* A warm-up (builds, first-launch code generation), then `runs` timed. */
 static measure time_op(ln_context *ctx, const char *kernel, workload *w, int mode, int runs)
 {
-    measure m = {0, 0, false};
+    measure m = {0, 0, 0, false};
     ln_status st;
+    double t0 = now_s();
     time_once(ctx, kernel, w, mode, &st);
+    double warm = now_s() - t0;
     if (st != LN_SUCCESS)
         return m;
     double t[16];
@@ -194,10 +256,8 @@ static measure time_op(ln_context *ctx, const char *kernel, workload *w, int mod
         if (st != LN_SUCCESS)
             return m;
     }
-    qsort(t, (size_t)runs, sizeof(double), cmp_double);
-    m.median = runs % 2 ? t[runs / 2] : 0.5 * (t[runs / 2 - 1] + t[runs / 2]);
-    m.spread = 0.5 * (t[runs - 1] - t[0]);
-    m.ok = true;
+    m = measure_of(t, runs);
+    m.build = warm > m.median ? warm - m.median : 0;
     return m;
 }
 
@@ -212,7 +272,7 @@ static float *read_output(ln_context *ctx, const char *kernel, workload *w, size
     return h;
 }
 
-static double rel_l2(const float *a, const float *ref, size_t n)
+double rel_l2(const float *a, const float *ref, size_t n)
 {
     double num = 0, den = 0;
     for (size_t i = 0; i < n; i++) {
@@ -266,13 +326,31 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
     return true;
 }
 
-/* Curated grid first, then random picks from a wider grid. */
-static int candidates_for(const char *kernel, bool quick, candidate *out, int cap,
-                          uint64_t *rng)
+static uint64_t next_rand(uint64_t *rng)
+{
+    *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+    return *rng;
+}
+
+static bool tried_wg(const candidate *c, int n, int param, long long wg)
+{
+    for (int i = 0; i < n; i++)
+        if (c[i].value[param] == wg)
+            return true;
+    return false;
+}
+
+/* Curated grid first, then random picks from a wider set. The work-group
+ * sizes' random picks: powers of two up to the cap for the reductions
+ * (layernorm needs them), multiples of 16 for the elementwise kernels (their
+ * groups are 64-wide rows, see src/linear.c), never one already in the list. */
+static int candidates_for(const char *kernel, bool quick, size_t wg_cap, candidate *out,
+                          int cap, uint64_t *rng)
 {
     int n = 0;
     if (strcmp(kernel, "layernorm") == 0 || strcmp(kernel, "elementwise") == 0) {
-        int param = kernel[0] == 'l' ? LN_TP_WG_LAYERNORM : LN_TP_WG_ELEMENTWISE;
+        const bool reduction = kernel[0] == 'l';
+        const int param = reduction ? LN_TP_WG_LAYERNORM : LN_TP_WG_ELEMENTWISE;
         static const int quick_wg[] = {16, 32, 128};
         static const int full_wg[] = {8, 16, 32, 128, 256, 4, 2, 1};
         const int *wg = quick ? quick_wg : full_wg;
@@ -280,6 +358,23 @@ static int candidates_for(const char *kernel, bool quick, candidate *out, int ca
         for (int i = 0; i < count && n < cap; i++) {
             cand_init(&out[n]);
             out[n++].value[param] = wg[i];
+        }
+        const int randoms = quick ? 2 : 6;
+        for (int i = 0, added = 0; i < 64 && added < randoms && n < cap; i++) {
+            long long v;
+            if (reduction) {
+                int top = 0;
+                while (((size_t)2 << top) <= wg_cap)
+                    top++;
+                v = 1ll << (next_rand(rng) % (uint64_t)(top + 1));
+            } else {
+                v = 16 * (long long)(1 + next_rand(rng) % (wg_cap / 16 ? wg_cap / 16 : 1));
+            }
+            if ((size_t)v > wg_cap || tried_wg(out, n, param, v))
+                continue;
+            cand_init(&out[n]);
+            out[n++].value[param] = v;
+            added++;
         }
         return n;
     }
@@ -296,28 +391,27 @@ static int candidates_for(const char *kernel, bool quick, candidate *out, int ca
         out[n].value[LN_TP_ATTN_TILE_K] = grid[i][2];
         n++;
     }
-    if (!quick)
-        while (n < cap && n < 24) {
-            static const int tq[] = {4, 8, 16, 32, 64}, tk[] = {8, 16, 32, 64, 128};
-            *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
-            cand_init(&out[n]);
-            out[n].value[LN_TP_ATTN_MODE] = 1 + (int)(*rng % 2);
-            out[n].value[LN_TP_ATTN_TILE_Q] = tq[(*rng >> 8) % 5];
-            out[n].value[LN_TP_ATTN_TILE_K] = tk[(*rng >> 16) % 5];
-            n++;
-        }
+    const int total = quick ? curated + 2 : 24;
+    while (n < cap && n < total) {
+        static const int tq[] = {4, 8, 16, 32, 64}, tk[] = {8, 16, 32, 64, 128};
+        next_rand(rng);
+        cand_init(&out[n]);
+        out[n].value[LN_TP_ATTN_MODE] = 1 + (int)(*rng % 2);
+        out[n].value[LN_TP_ATTN_TILE_Q] = tq[(*rng >> 8) % 5];
+        out[n].value[LN_TP_ATTN_TILE_K] = tk[(*rng >> 16) % 5];
+        n++;
+    }
     return n;
 }
 
 /* ---------------------------------------------------------------- tuning */
 
-typedef struct result_row {
-    char kernel[32], shape[32], params[96];
-    double default_us, tuned_us;
-} result_row;
-
 static void describe(const ln_tune_entry *e, char *buf, size_t cap)
 {
+    if (ln_clblast_kernel_of(e->kernel) >= 0) {
+        describe_clblast(e, buf, cap);
+        return;
+    }
     size_t used = 0;
     buf[0] = '\0';
     for (int i = 0; i < LN_TP_COUNT; i++)
@@ -329,152 +423,217 @@ static void describe(const ln_tune_entry *e, char *buf, size_t cap)
         }
 }
 
-static void progress(int k, int total, const char *kernel, const char *shape, int c, int cands,
-                     double start, double budget)
+void progress(int k, int total, const char *kernel, const char *shape, int c, int cands,
+              double start, double budget)
 {
-    double el = now_s() - start;
-    double frac = ((double)k + (double)c / (cands ? cands : 1)) / total;
-    double remaining = frac > 0.02 ? el / frac - el : budget - el;
-    if (remaining > budget - el && budget > el)
-        remaining = budget - el;
-    fprintf(stderr, "\r[%d/%d] %-11s %-10s candidate %2d/%-2d  elapsed %5.0f s  remaining ~%4.0f s ",
-            k + 1, total, kernel, shape, c, cands, el, remaining > 0 ? remaining : 0);
+    const double el = now_s() - start;
+    double frac = ((double)k + (cands ? (double)c / cands : 0)) / (total ? total : 1);
+    if (frac > 1)
+        frac = 1;
+    char bar[21];
+    int filled = (int)(frac * 20 + 0.5);
+    for (int i = 0; i < 20; i++)
+        bar[i] = i < filled ? '#' : '.';
+    bar[20] = '\0';
+    fprintf(stderr, "\r[%s] %3.0f%% job %d/%d %-11s %-9s cand %2d/%-2d %5.0f s of %.0f s ", bar,
+            frac * 100, k + 1, total, kernel, shape, c, cands, el, budget);
     fflush(stderr);
 }
 
-static int tune(ln_context *ctx, const options *o, const char *path)
+static void print_table(const result_row *rows, int nrows)
 {
-    static const char *const kernels[] = {"layernorm", "elementwise", "attention"};
-    const int K = 3;
+    printf("%-20s %-16s %12s %12s %8s  %s\n", "kernel", "shape", "default us", "tuned us",
+           "speedup", "parameters");
+    for (int i = 0; i < nrows; i++)
+        printf("%-20s %-16s %12.1f %12.1f %7.2fx  %s\n", rows[i].kernel, rows[i].shape,
+               rows[i].default_us, rows[i].tuned_us,
+               rows[i].tuned_us > 0 ? rows[i].default_us / rows[i].tuned_us : 1.0,
+               rows[i].params);
+}
+
+/* One kernel family at one shape: returns false when nothing was stored. */
+static bool tune_job(ln_context *ctx, const options *o, const char *path, const char *kernel,
+                     shape sh, const ln_tune_table *existing, const budget *b, double share,
+                     int job, int jobs, uint64_t *rng, result_row *row)
+{
+    const double job_start = now_s();
+    const int runs = o->quick ? 3 : 7;
     ln_params base;
     ln_params_defaults(&ctx->info, &base);
     size_t wg_cap = ctx->info.max_work_group_size;
     if (ctx->info.is_cpu && wg_cap > CPU_WG_CAP)
         wg_cap = CPU_WG_CAP;
+    ln_tune_entry e;
+    ln_tune_entry_init(&e, kernel, sh.batch, sh.n);
+    char shape_name[32];
+    ln_tune_shape_name(sh.batch, sh.n, shape_name, sizeof(shape_name));
+    snprintf(row->shape, sizeof(row->shape), "%s", shape_name);
+    for (size_t i = 0; i < existing->count && !o->redo; i++)
+        if (strcmp(existing->entries[i].kernel, kernel) == 0 &&
+            existing->entries[i].batch == e.batch && existing->entries[i].n == e.n) {
+            e = existing->entries[i];
+            snprintf(row->kernel, sizeof(row->kernel), "%s*", kernel);
+            describe(&e, row->params, sizeof(row->params));
+            row->default_us = e.default_us;
+            row->tuned_us = e.tuned_us;
+            return true;
+        }
+    snprintf(row->kernel, sizeof(row->kernel), "%s", kernel);
+    workload w;
+    /* Tune at the bucket's size, so the entry describes it. */
+    if (!workload_make(ctx, e.batch, e.n, kernel, &w)) {
+        fprintf(stderr, "\nln-tune: %s %s: cannot allocate the data: %s\n", kernel, shape_name,
+                ln_last_error(ctx));
+        workload_free(ctx, &w);
+        return false;
+    }
+    ctx->params = base;
+    int def_mode =
+        strcmp(kernel, "attention") == 0 ? (int)ln_attention_resolve_mode(ctx, e.batch, e.n) : 0;
+    progress(job, jobs, kernel, shape_name, 0, 0, b->start, b->total);
+    measure def = time_op(ctx, kernel, &w, def_mode, runs);
+    size_t floats = 0;
+    float *ref = def.ok ? read_output(ctx, kernel, &w, &floats) : NULL;
+    if (!def.ok || !ref) {
+        fprintf(stderr, "\nln-tune: %s %s: the default fails: %s\n", kernel, shape_name,
+                ln_last_error(ctx));
+        free(ref);
+        workload_free(ctx, &w);
+        return false;
+    }
+    candidate cands[MAX_CANDIDATES];
+    int nc = candidates_for(kernel, o->quick, wg_cap, cands, MAX_CANDIDATES, rng);
+    candidate best;
+    cand_init(&best);
+    double best_t = def.median;
+    /* A candidate's predicted cost: its build (the largest seen so far,
+     * starting from the default's first call) plus warm-up and runs. */
+    double build_est = def.build;
+    for (int c = 0; c < nc; c++) {
+        progress(job, jobs, kernel, shape_name, c, nc, b->start, b->total);
+        if (!budget_fits(b, job_start, share, build_est + (runs + 1) * def.median))
+            break; /* this job's share, or the whole budget, is spent */
+        ln_params p;
+        if (!cand_params(ctx, &base, &cands[c], wg_cap, &p))
+            continue;
+        int mode = cands[c].value[LN_TP_ATTN_MODE] >= 0 ? (int)cands[c].value[LN_TP_ATTN_MODE]
+                                                        : def_mode;
+        /* The default again (say PRECOMPUTED_S where AUTO resolves to it):
+         * it could only "win" by noise. */
+        if (p.wg_layernorm == base.wg_layernorm && p.wg_elementwise == base.wg_elementwise &&
+            p.attn_tile_q == base.attn_tile_q && p.attn_tile_k == base.attn_tile_k &&
+            mode == def_mode)
+            continue;
+        ctx->params = p;
+        measure m = time_op(ctx, kernel, &w, mode, runs);
+        if (!m.ok)
+            continue;
+        if (m.build > build_est)
+            build_est = m.build;
+        size_t nf;
+        float *got = read_output(ctx, kernel, &w, &nf);
+        double err = got && nf == floats ? rel_l2(got, ref, floats) : INFINITY;
+        free(got);
+        if (!(err <= TUNE_MAX_REL_L2)) {
+            fprintf(stderr, "\nln-tune: %s %s candidate %d rejected: rel-L2 %.3g\n", kernel,
+                    shape_name, c, err);
+            continue;
+        }
+        /* Better by more than the default's own noise. */
+        if (m.median < best_t && m.median < def.median - def.spread) {
+            best = cands[c];
+            best_t = m.median;
+        }
+    }
+    ctx->params = base;
+    /* Record the winner's full parameter set for this kernel. */
+    ln_params win;
+    cand_params(ctx, &base, &best, SIZE_MAX, &win);
+    if (strcmp(kernel, "layernorm") == 0)
+        e.value[LN_TP_WG_LAYERNORM] = (long long)win.wg_layernorm;
+    else if (strcmp(kernel, "elementwise") == 0)
+        e.value[LN_TP_WG_ELEMENTWISE] = (long long)win.wg_elementwise;
+    else {
+        e.value[LN_TP_ATTN_MODE] =
+            best.value[LN_TP_ATTN_MODE] >= 0 ? best.value[LN_TP_ATTN_MODE] : def_mode;
+        e.value[LN_TP_ATTN_TILE_Q] = (long long)win.attn_tile_q;
+        e.value[LN_TP_ATTN_TILE_K] = (long long)win.attn_tile_k;
+    }
+    e.default_us = def.median * 1e6;
+    e.tuned_us = best_t * 1e6;
+    free(ref);
+    workload_free(ctx, &w);
+    if (ln_tune_file_merge(ctx, &ctx->info, path, &e, 1) != LN_SUCCESS)
+        fprintf(stderr, "\nln-tune: cannot write %s: %s\n", path, ln_last_error(ctx));
+    describe(&e, row->params, sizeof(row->params));
+    row->default_us = e.default_us;
+    row->tuned_us = e.tuned_us;
+    return true;
+}
+
+static int tune(ln_context *ctx, const options *o, const char *path)
+{
+    static const char *const kernels[] = {"layernorm", "elementwise", "attention"};
     ln_tune_table existing = {0};
     char why[512];
     if (ln_tune_file_read(&ctx->info, path, &existing, why, sizeof(why)) == LN_TUNE_FILE_CORRUPT)
         fprintf(stderr, "ln-tune: %s will be replaced: %s\n", path, why);
-    const int total = K * o->shape_count;
-    const double per_job = o->budget_s / total;
-    const int runs = o->quick ? 3 : 7;
-    result_row rows[3 * MAX_SHAPES];
-    int nrows = 0;
-    const double start = now_s();
+    int ln_jobs = 0;
+    for (int ki = 0; ki < 3; ki++)
+        ln_jobs += (o->kernels & (1 << ki)) ? o->shape_count : 0;
+    const bool gemm = (o->kernels & JOB_GEMM) != 0;
+    const int jobs = ln_jobs + (gemm ? 1 : 0);
+    /* Weights of the shares: 1 per ln-cl job; the GEMM job twice all of
+     * them together (its candidates each cost a CLBlast rebuild). */
+    const double gemm_weight = ln_jobs ? 2.0 * ln_jobs : 1.0;
+    double weight_left = ln_jobs + (gemm ? gemm_weight : 0);
+    static result_row rows[MAX_ROWS];
+    int nrows = 0, skipped = 0;
+    const budget b = {now_s(), o->budget_s};
     uint64_t rng = 0x2545f4914f6cdd1dull;
     int job = 0;
-    for (int ki = 0; ki < K; ki++)
+    for (int ki = 0; ki < 3; ki++) {
+        if (!(o->kernels & (1 << ki)))
+            continue;
         for (int si = 0; si < o->shape_count; si++, job++) {
-            const char *kernel = kernels[ki];
-            const shape sh = o->shapes[si];
-            ln_tune_entry e;
-            ln_tune_entry_init(&e, kernel, sh.batch, sh.n);
-            char shape_name[32];
-            ln_tune_shape_name(sh.batch, sh.n, shape_name, sizeof(shape_name));
-            bool done = false;
+            const double left = b.total - (now_s() - b.start);
+            const double share = left * 1.0 / weight_left;
+            weight_left -= 1.0;
+            result_row *r = &rows[nrows];
+            memset(r, 0, sizeof(*r));
+            /* Entries already in the file cost nothing: always reported. */
+            bool have = false;
             for (size_t i = 0; i < existing.count && !o->redo; i++)
-                if (strcmp(existing.entries[i].kernel, kernel) == 0 &&
-                    existing.entries[i].batch == e.batch && existing.entries[i].n == e.n) {
-                    e = existing.entries[i];
-                    done = true;
-                }
-            if (!done) {
-                const double job_start = now_s();
-                workload w;
-                /* Tune at the bucket's size, so the entry describes it. */
-                if (!workload_make(ctx, e.batch, e.n, kernel, &w)) {
-                    fprintf(stderr, "\nln-tune: %s %s: cannot allocate the data: %s\n", kernel,
-                            shape_name, ln_last_error(ctx));
-                    workload_free(ctx, &w);
-                    continue;
-                }
-                ctx->params = base;
-                int def_mode = strcmp(kernel, "attention") == 0
-                                   ? (int)ln_attention_resolve_mode(ctx, e.batch, e.n)
-                                   : 0;
-                measure def = time_op(ctx, kernel, &w, def_mode, runs);
-                size_t floats = 0;
-                float *ref = def.ok ? read_output(ctx, kernel, &w, &floats) : NULL;
-                if (!def.ok || !ref) {
-                    fprintf(stderr, "\nln-tune: %s %s: the default fails: %s\n", kernel,
-                            shape_name, ln_last_error(ctx));
-                    free(ref);
-                    workload_free(ctx, &w);
-                    continue;
-                }
-                candidate cands[MAX_CANDIDATES];
-                int nc = candidates_for(kernel, o->quick, cands, MAX_CANDIDATES, &rng);
-                candidate best;
-                cand_init(&best);
-                double best_t = def.median;
-                for (int c = 0; c < nc; c++) {
-                    progress(job, total, kernel, shape_name, c, nc, start, o->budget_s);
-                    if (now_s() - job_start > per_job)
-                        break; /* this kernel's share of the budget is spent */
-                    ln_params p;
-                    if (!cand_params(ctx, &base, &cands[c], wg_cap, &p))
-                        continue;
-                    ctx->params = p;
-                    int mode = cands[c].value[LN_TP_ATTN_MODE] >= 0
-                                   ? (int)cands[c].value[LN_TP_ATTN_MODE]
-                                   : def_mode;
-                    measure m = time_op(ctx, kernel, &w, mode, runs);
-                    if (!m.ok)
-                        continue;
-                    size_t nf;
-                    float *got = read_output(ctx, kernel, &w, &nf);
-                    double err = got && nf == floats ? rel_l2(got, ref, floats) : INFINITY;
-                    free(got);
-                    if (err > 1e-5) {
-                        fprintf(stderr, "\nln-tune: %s %s candidate %d rejected: rel-L2 %.3g\n",
-                                kernel, shape_name, c, err);
-                        continue;
-                    }
-                    /* Better by more than the default's own noise. */
-                    if (m.median < best_t && m.median < def.median - def.spread) {
-                        best = cands[c];
-                        best_t = m.median;
-                    }
-                }
-                ctx->params = base;
-                /* Record the winner's full parameter set for this kernel. */
-                ln_params win;
-                cand_params(ctx, &base, &best, SIZE_MAX, &win);
-                if (strcmp(kernel, "layernorm") == 0)
-                    e.value[LN_TP_WG_LAYERNORM] = (long long)win.wg_layernorm;
-                else if (strcmp(kernel, "elementwise") == 0)
-                    e.value[LN_TP_WG_ELEMENTWISE] = (long long)win.wg_elementwise;
-                else {
-                    e.value[LN_TP_ATTN_MODE] =
-                        best.value[LN_TP_ATTN_MODE] >= 0 ? best.value[LN_TP_ATTN_MODE] : def_mode;
-                    e.value[LN_TP_ATTN_TILE_Q] = (long long)win.attn_tile_q;
-                    e.value[LN_TP_ATTN_TILE_K] = (long long)win.attn_tile_k;
-                }
-                e.default_us = def.median * 1e6;
-                e.tuned_us = best_t * 1e6;
-                free(ref);
-                workload_free(ctx, &w);
-                if (ln_tune_file_merge(ctx, &ctx->info, path, &e, 1) != LN_SUCCESS)
-                    fprintf(stderr, "\nln-tune: cannot write %s: %s\n", path, ln_last_error(ctx));
+                have |= strcmp(existing.entries[i].kernel, kernels[ki]) == 0 &&
+                        existing.entries[i].batch == ln_tune_bucket(o->shapes[si].batch) &&
+                        existing.entries[i].n == ln_tune_bucket(o->shapes[si].n);
+            if (left <= 0 && !have) {
+                skipped++;
+                continue;
             }
-            result_row *r = &rows[nrows++];
-            snprintf(r->kernel, sizeof(r->kernel), "%s%s", kernel, done ? "*" : "");
-            snprintf(r->shape, sizeof(r->shape), "%s", shape_name);
-            describe(&e, r->params, sizeof(r->params));
-            r->default_us = e.default_us;
-            r->tuned_us = e.tuned_us;
+            if (tune_job(ctx, o, path, kernels[ki], o->shapes[si], &existing, &b, share, job,
+                         jobs, &rng, r))
+                nrows++;
         }
+    }
+    if (gemm) {
+        const double left = b.total - (now_s() - b.start);
+        gemm_options go = {o->quick, o->redo, o->quick ? 3 : 5, &o->cfg,
+                           NULL,     o->shape_count, job,   jobs};
+        size_t pairs[MAX_SHAPES][2];
+        for (int i = 0; i < o->shape_count; i++)
+            pairs[i][0] = o->shapes[i].batch, pairs[i][1] = o->shapes[i].n;
+        go.shapes = (const size_t(*)[2])pairs;
+        if (!gemm_tune(ctx, &go, path, &b, left > 0 ? left : 0, rows, &nrows))
+            skipped++;
+    }
     ln_tune_table_free(&existing);
-    fprintf(stderr, "\r%*s\r", 90, "");
-    printf("%-12s %-10s %12s %12s %8s  %s\n", "kernel", "shape", "default us", "tuned us",
-           "speedup", "parameters");
-    for (int i = 0; i < nrows; i++)
-        printf("%-12s %-10s %12.1f %12.1f %7.2fx  %s\n", rows[i].kernel, rows[i].shape,
-               rows[i].default_us, rows[i].tuned_us,
-               rows[i].tuned_us > 0 ? rows[i].default_us / rows[i].tuned_us : 1.0,
-               rows[i].params);
+    fprintf(stderr, "\r%*s\r", 110, "");
+    print_table(rows, nrows);
     printf("(* = from an earlier run, kept; --redo measures again)\n");
-    printf("tuning file: %s (%.1f s)\n", path, now_s() - start);
+    if (skipped)
+        printf("%d job(s) not tuned: the budget ran out (a later run resumes them)\n", skipped);
+    printf("tuning file: %s (%.1f s)\n", path, now_s() - b.start);
     return 0;
 }
 
@@ -491,17 +650,21 @@ static int show(const ln_device_info *info, const char *path)
         printf("not tuned: %s\n", why);
         return 1;
     }
-    printf("%-12s %-10s %12s %12s %8s  %s\n", "kernel", "shape", "default us", "tuned us",
-           "speedup", "parameters");
-    for (size_t i = 0; i < t.count; i++) {
-        char shape[32], params[96];
-        ln_tune_shape_name(t.entries[i].batch, t.entries[i].n, shape, sizeof(shape));
-        describe(&t.entries[i], params, sizeof(params));
-        printf("%-12s %-10s %12.1f %12.1f %7.2fx  %s\n", t.entries[i].kernel, shape,
-               t.entries[i].default_us, t.entries[i].tuned_us,
-               t.entries[i].tuned_us > 0 ? t.entries[i].default_us / t.entries[i].tuned_us : 1.0,
-               params);
+    result_row *rows = calloc(t.count ? t.count : 1, sizeof(*rows));
+    if (!rows) {
+        ln_tune_table_free(&t);
+        return 1;
     }
+    for (size_t i = 0; i < t.count; i++) {
+        snprintf(rows[i].kernel, sizeof(rows[i].kernel), "%s", t.entries[i].kernel);
+        ln_tune_shape_name(t.entries[i].batch, t.entries[i].n, rows[i].shape,
+                           sizeof(rows[i].shape));
+        describe(&t.entries[i], rows[i].params, sizeof(rows[i].params));
+        rows[i].default_us = t.entries[i].default_us;
+        rows[i].tuned_us = t.entries[i].tuned_us;
+    }
+    print_table(rows, (int)t.count);
+    free(rows);
     printf("%zu entries\n", t.count);
     ln_tune_table_free(&t);
     return 0;
@@ -554,14 +717,19 @@ static int usage(FILE *f)
 {
     fprintf(f,
             "usage: ln-tune [--device SPEC] [--quick | --full] [--budget SECONDS] [--redo]\n"
-            "               [--shapes BxN,...] [--show] [--export FILE | --import FILE]\n"
-            "Tunes ln-cl's kernels on one device and stores the result in the tuning cache\n"
-            "($LN_CACHE_DIR, else $XDG_CACHE_HOME/ln-cl, else ~/.cache/ln-cl).\n"
-            "  --quick    shapes 1x64,1x256 and a small grid (about a minute on 2 CPU cores)\n"
-            "  --full     shapes 1x64,1x256,1x1024,1x4096 and grid + random samples (default)\n"
-            "  --budget   total seconds, split evenly per kernel and shape (quick 60, full 900)\n"
-            "  --redo     measure shapes already in the cache again\n"
-            "  --model    not supported yet (GEMM tuning through CLBlast is not done)\n");
+            "               [--model M.safetensors] [--shapes BxN,...] [--kernels LIST]\n"
+            "               [--show] [--export FILE | --import FILE]\n"
+            "Tunes ln-cl's kernels and CLBlast's GEMM on one device and stores the result in\n"
+            "the tuning cache ($LN_CACHE_DIR, else $XDG_CACHE_HOME/ln-cl, else ~/.cache/ln-cl),\n"
+            "which every later ln_context_create on that device applies.\n"
+            "  --quick    shapes 1x64,1x256 and small grids (about 2 min on 2 CPU cores)\n"
+            "  --full     shapes 1x64,1x256,1x1024,1x4096, grids + random samples (default)\n"
+            "  --budget   total seconds (quick 240, full 1800); each job gets a share of what is\n"
+            "             left, the GEMM job twice the others together; no candidate starts\n"
+            "             that would pass it\n"
+            "  --model    tune at this model's shapes (its ln_config), not the default config's\n"
+            "  --kernels  comma list of layernorm, elementwise, attention, gemm (default all)\n"
+            "  --redo     measure shapes already in the cache again\n");
     return f == stderr ? 2 : 0;
 }
 
@@ -591,6 +759,7 @@ int main(int argc, char **argv)
 {
     options o = {0};
     o.budget_s = -1;
+    o.kernels = JOB_ALL;
     bool shapes_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -616,6 +785,25 @@ int main(int argc, char **argv)
             shapes_given = true;
         } else if (!strcmp(a, "--model") && next)
             o.model = argv[++i];
+        else if (!strcmp(a, "--kernels") && next) {
+            o.kernels = 0;
+            char list[256];
+            snprintf(list, sizeof(list), "%s", argv[++i]);
+            for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+                int bit = !strcmp(tok, "layernorm")     ? JOB_LAYERNORM
+                          : !strcmp(tok, "elementwise") ? JOB_ELEMENTWISE
+                          : !strcmp(tok, "attention")   ? JOB_ATTENTION
+                          : !strcmp(tok, "gemm")        ? JOB_GEMM
+                                                        : 0;
+                if (!bit) {
+                    fprintf(stderr, "ln-tune: --kernels: unknown kernel \"%s\"\n", tok);
+                    return 2;
+                }
+                o.kernels |= bit;
+            }
+            if (!o.kernels)
+                return usage(stderr);
+        }
         else if (!strcmp(a, "--show"))
             o.show = true;
         else if (!strcmp(a, "--export") && next)
@@ -629,9 +817,6 @@ int main(int argc, char **argv)
     }
     if (o.export_path && o.import_path)
         return usage(stderr);
-    if (o.model)
-        fprintf(stderr, "ln-tune: --model is not supported yet; tuning at the default "
-                        "config's shapes\n");
     if (!shapes_given) {
         static const size_t full_n[] = {64, 256, 1024, 4096};
         int count = o.quick ? 2 : 4;
@@ -639,16 +824,41 @@ int main(int argc, char **argv)
             o.shapes[o.shape_count++] = (shape){1, full_n[i]};
     }
     if (o.budget_s < 0)
-        o.budget_s = o.quick ? 60 : 900;
+        o.budget_s = o.quick ? 240 : 1800;
     if (!ln_cache_enabled()) {
         fprintf(stderr, "ln-tune: LN_TUNE_CACHE=off: there is no cache to tune into\n");
         return 1;
     }
+    /* The defaults are what is measured first: the context must not run
+     * with an earlier run's values (CLBlast's could not be undone). */
+    ln_tune_load_on_create = false;
     ln_context *ctx = NULL;
     if (ln_context_create(o.device, &ctx) != LN_SUCCESS) {
         fprintf(stderr, "ln-tune: %s\n", ln_last_error(NULL));
         return 1;
     }
+    ln_config_default(&o.cfg);
+    if (o.model) {
+        ln_tensor_file *file = NULL;
+        if (ln_safetensors_read(ctx, o.model, &file) != LN_SUCCESS ||
+            ln_config_resolve(ctx, file, &o.cfg) != LN_SUCCESS) {
+            fprintf(stderr, "ln-tune: --model: %s\n", ln_last_error(ctx));
+            ln_tensor_file_free(file);
+            ln_context_destroy(ctx);
+            return 1;
+        }
+        ln_tensor_file_free(file);
+    }
+    /* The ln-cl kernels' workloads: LayerNorm and positional at d_model,
+     * attention on the widest branch. */
+    D_MODEL = (size_t)o.cfg.d_model;
+    POS_HIDDEN = (size_t)o.cfg.pos_hidden;
+    HEAD_DIM = (size_t)o.cfg.head_dim;
+    S_USES = (size_t)o.cfg.n_scales * (size_t)o.cfg.n_layers;
+    ATTN_WIDTH = 0;
+    for (int i = 0; i < o.cfg.n_scales; i++)
+        if ((size_t)o.cfg.scales[i] > ATTN_WIDTH)
+            ATTN_WIDTH = (size_t)o.cfg.scales[i];
     char path[1024];
     int rc;
     if (!ln_tune_file_path(&ctx->info, path, sizeof(path))) {
