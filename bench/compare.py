@@ -19,10 +19,12 @@ Steps:
  2. Checks: the SDPA variant matches the reference (relative L2 <= 1e-5, in
     float64 and float32, with padding); ln-run's output on those weights
     matches the float64 reference (<= 1e-4, SPEC's bound) when ln-run is
-    found beside ln-bench.
+    found beside ln-bench; per shape, ln-bench's FLOP count equals torch's
+    FlopCounterMode of the reference (adjusted as torch_flops says).
  3. Per shape, interleaved: ln-bench for that shape (--json), then the
-    reference, then the SDPA variant (then the compiled one): eager,
-    float32, inference mode, median of --repeats after --warmup.
+    reference, the SDPA variant (and the compiled one) taking turns in every
+    repeat: eager, float32, inference mode, median of --repeats after
+    --warmup.
  4. ln-bench's GEMM section for all shapes, then numpy (CPU) or
     torch.matmul (CUDA) at the same shapes.
  5. Tables with ln-cl / PyTorch time ratios (> 1: ln-cl slower); --out
@@ -143,9 +145,9 @@ def git_state():
         dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True).stdout.split("\n")
         dirty = [l[3:] for l in dirty if l.strip()]
-        return {"rev": rev, "modified": dirty}
+        return {"rev": rev or "(not a git checkout)", "modified": dirty}
     except OSError:
-        return {}
+        return {"rev": "(git not found)"}
 
 
 # ----------------------------------------------------------------- torch side
@@ -155,22 +157,32 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_torch(model, x, repeats, warmup, device):
-    """Median ms of model(x) after warm-up; peak CUDA bytes when on CUDA."""
-    times = []
+def time_torch(models, x, repeats, warmup, device):
+    """Median ms of each model(x) after warm-up, the models taking turns in
+    every repeat (so machine load hits them alike); peak CUDA bytes of each
+    (measured in a separate run per model) when on CUDA."""
+    times = [[] for _ in models]
+    peaks = [None for _ in models]
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
+        for m in models:
+            for _ in range(warmup):
+                m(x)
         sync(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            sync(device)
-            times.append((time.perf_counter() - t) * 1e3)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    return {"ms": statistics.median(times), "runs_ms": times, "peak_bytes": peak}
+            for i, m in enumerate(models):
+                t = time.perf_counter()
+                m(x)
+                sync(device)
+                times[i].append((time.perf_counter() - t) * 1e3)
+        if device.type == "cuda":
+            for i, m in enumerate(models):
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                m(x)
+                sync(device)
+                peaks[i] = torch.cuda.max_memory_allocated()
+    return [{"ms": statistics.median(t), "runs_ms": t, "peak_bytes": p}
+            for t, p in zip(times, peaks)]
 
 
 def check_sdpa(config, device):
@@ -212,6 +224,26 @@ def check_ln_run(ln_run, weights, model64, d, device_spec, tmp):
     return err <= 1e-4, err
 
 
+def torch_flops(config, b, n):
+    """Matmul FLOPs of the reference forward by torch's FlopCounterMode, on
+    the meta device (no memory, no time). The reference recomputes S in
+    every attention call and runs the positional MLP's first layer (k = 1)
+    as a matmul; ln-bench counts S once and leaves that layer out (it is an
+    elementwise kernel in ln-cl), so expected = ln-bench's total
+    + (branches * layers - 1) * S + 2 B n pos_hidden."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        m = ref.LNEncoder(config)
+        x = torch.empty(b, n, m.config["d_model"])
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        m(x)
+    c = m.config
+    s_flops = 2.0 * b * n * n * c["d_model"]
+    return counter.get_total_flops() - (len(c["scales"]) * c["n_layers"] - 1) * s_flops \
+        - 2.0 * b * n * c["pos_hidden"]
+
+
 # ----------------------------------------------------------------- ln-bench
 
 def run_bench(bench, args, extra, env):
@@ -249,10 +281,10 @@ for g in spec["gemms"]:
     for _ in range(spec["warmup"]):
         f()
     t = []
-    for _ in range(spec["repeats"]):
+    for _ in range(max(spec["repeats"], 11)):  # sub-ms calls: more runs, steadier median
         t0 = time.perf_counter(); f(); t.append((time.perf_counter() - t0) * 1e3)
     ms = statistics.median(t)
-    out.append({"ms": ms, "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+    out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
 json.dump({"gemms": out, "threadpool": info, "numpy": np.__version__}, sys.stdout)
 """
 
@@ -283,13 +315,13 @@ def torch_gemms(gemms, args, device):
                 f()
             sync(device)
             t = []
-            for _ in range(args.repeats):
+            for _ in range(max(args.repeats, 11)):
                 t0 = time.perf_counter()
                 f()
                 sync(device)
                 t.append((time.perf_counter() - t0) * 1e3)
         ms = statistics.median(t)
-        out.append({"ms": ms, "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+        out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
     return out
 
 
@@ -393,26 +425,34 @@ def main():
     env = dict(os.environ)
     rows = []
     for b, n in shapes:
-        print("shape B=%d n=%d: ln-bench ..." % (b, n), end="", flush=True)
+        load = os.getloadavg()[0]
+        print("shape B=%d n=%d (load %.2f): ln-bench ..." % (b, n, load), end="", flush=True)
         lb = run_bench(bench, args, ["--model", weights, "--batch", str(b), "--n", str(n),
                                      "--no-gemm"], env)
         s = lb["shapes"][0]
-        print(" %.1f ms; torch reference ..." % s["encode_device_ms"], end="", flush=True)
+        if not args.no_check:
+            want = torch_flops(config, b, n)
+            if abs(s["flops"]["total"] - want) > 1e-6 * want:
+                sys.exit("compare.py: ln-bench counts %.6g FLOPs for B=%d n=%d, FlopCounterMode "
+                         "of the reference %.6g" % (s["flops"]["total"], b, n, want))
+        print(" %.1f ms; torch reference and sdpa, taking turns ..." % s["encode_device_ms"],
+              end="", flush=True)
         x = torch.rand(b, n, d, device=device) * 2 - 1
-        tr = time_torch(model, x, args.repeats, args.warmup, device)
-        print(" %.1f ms; sdpa ..." % tr["ms"], end="", flush=True)
-        ts = time_torch(sdpa, x, args.repeats, args.warmup, device)
-        print(" %.1f ms" % ts["ms"], end="", flush=True)
-        tc = None
-        if compiled is not None:
-            try:
-                tc = time_torch(compiled, x, args.repeats, max(args.warmup, 2), device)
-                print("; compiled %.1f ms" % tc["ms"], end="")
-            except Exception as e:
-                print("; torch.compile failed: %r" % (e,), end="")
-                compiled = None
+        models = [model, sdpa] + ([compiled] if compiled is not None else [])
+        try:
+            res = time_torch(models, x, args.repeats, max(args.warmup, 2 if compiled else 0),
+                             device)
+        except Exception as e:  # a torch.compile failure shows up at the first call
+            if compiled is None:
+                raise
+            print(" torch.compile failed (%r); without it ..." % (e,), end="", flush=True)
+            compiled = None
+            res = time_torch([model, sdpa], x, args.repeats, args.warmup, device)
+        tr, ts, tc = res[0], res[1], res[2] if len(res) > 2 else None
+        print(" %.1f ms; sdpa %.1f ms%s" % (tr["ms"], ts["ms"],
+                                           "; compiled %.1f ms" % tc["ms"] if tc else ""), end="")
         print(flush=True)
-        rows.append({"batch": b, "n": n, "ln_bench": s, "torch_reference": tr, "torch_sdpa": ts,
+        rows.append({"batch": b, "n": n, "loadavg_1min": [load, os.getloadavg()[0]], "ln_bench": s, "torch_reference": tr, "torch_sdpa": ts,
                      "torch_compiled_sdpa": tc, "ln_bench_device": lb["device"]})
         del x
 
@@ -444,21 +484,31 @@ def main():
           % (args.repeats, args.warmup))
     print("ln-cl on %s; PyTorch %s eager float32 on %s" % (
         dev, torch.__version__, env_info["cuda_name"] or "CPU (%d threads)" % torch.get_num_threads()))
-    hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s" % (
+    hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s %6s" % (
         "B", "n", "GFLOP", "ln-cl dev", "ln-cl enc", "torch ref", "torch sdpa", "compiled",
-        "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB"))
+        "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB", "load"))
     print(hdr)
     for r in rows:
         s, tr, ts, tc = r["ln_bench"], r["torch_reference"], r["torch_sdpa"], r["torch_compiled_sdpa"]
-        print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f" % (
+        print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f %6.1f" % (
             r["batch"], r["n"], s["flops"]["total"] * 1e-9, s["encode_device_ms"], s["encode_ms"],
             tr["ms"], ts["ms"], fmt(tc["ms"] if tc else None), s["encode_device_ms"] / tr["ms"],
-            s["encode_device_ms"] / ts["ms"], s["gflops_device"], s["peak_device_bytes"] / 2**20))
+            s["encode_device_ms"] / ts["ms"], s["gflops_device"], s["peak_device_bytes"] / 2**20,
+            max(r["loadavg_1min"])))
     if cuda:
         print("torch peak MiB (reference / sdpa): " + ", ".join(
             "%dx%d %.0f/%.0f" % (r["batch"], r["n"], r["torch_reference"]["peak_bytes"] / 2**20,
                                  r["torch_sdpa"]["peak_bytes"] / 2**20) for r in rows))
-    print("dev/ref, dev/sdpa: ln-cl encode_device time / PyTorch time (> 1: ln-cl slower).")
+    print("dev/ref, dev/sdpa: ln-cl encode_device time / PyTorch time (> 1: ln-cl slower);\n"
+          "load: 1-minute load average around the shape (> cores: other work shared the CPU).")
+    print("Minima of the same runs (steadier when the CPU is shared):")
+    print("%3s %5s %10s %10s %10s %8s %8s" % ("B", "n", "ln-cl dev", "torch ref", "torch sdpa",
+                                             "dev/ref", "dev/sdpa"))
+    for r in rows:
+        d_min = min(r["ln_bench"]["encode_device_runs_ms"])
+        r_min, s_min = min(r["torch_reference"]["runs_ms"]), min(r["torch_sdpa"]["runs_ms"])
+        print("%3d %5d %10.2f %10.2f %10.2f %8.2f %8.2f" % (r["batch"], r["n"], d_min, r_min, s_min,
+                                                         d_min / r_min, d_min / s_min))
 
     print("\nWhere ln-cl's time goes (device ms of one serialised profiled forward)")
     cats = ("gemm", "attention", "norms", "epilogues", "copies")
@@ -486,15 +536,18 @@ def main():
                 "; ".join("%s %s %s, %s threads" % (t.get("internal_api"), t.get("version"),
                                                     t.get("architecture"), t.get("num_threads"))
                           for t in other.get("threadpool", []))))
-        print("%6s %6s %6s %5s %10s %9s %10s %9s %8s  %s" % (
-            "m", "n", "k", "batch", "CLBlast ms", "GFLOP/s", name[:10] + " ms", "GFLOP/s",
-            "ratio", "used by"))
+        print("%6s %6s %6s %5s %10s %9s %9s %10s %9s %9s %8s %8s  %s" % (
+            "m", "n", "k", "batch", "CLBlast ms", "min", "GFLOP/s", name[:10] + " ms", "min",
+            "GFLOP/s", "ratio", "min rat", "used by"))
+        nan = float("nan")
         for i, g in enumerate(gemm["ln_bench"]):
-            o = other["gemms"][i] if other else {"ms": float("nan"), "gflops": float("nan")}
-            print("%6d %6d %6d %5d %10.3f %9.2f %10.3f %9.2f %8.2f  %s" % (
-                g["m"], g["n"], g["k"], g["batch"], g["ms"], g["gflops"], o["ms"], o["gflops"],
-                g["ms"] / o["ms"], g["label"]))
-        print("ratio: CLBlast time / %s time." % name)
+            o = other["gemms"][i] if other else {"ms": nan, "min_ms": nan, "gflops": nan}
+            print("%6d %6d %6d %5d %10.3f %9.3f %9.2f %10.3f %9.3f %9.2f %8.2f %8.2f  %s" % (
+                g["m"], g["n"], g["k"], g["batch"], g["ms"], g["min_ms"], g["gflops"], o["ms"],
+                o["min_ms"], o["gflops"], g["ms"] / o["ms"], g["min_ms"] / o["min_ms"],
+                g["label"]))
+        print("ratio: CLBlast time / %s time, of the medians and of the minima (the minimum\n"
+              "is the steadier figure when other work shares the CPU)." % name)
 
     env_info["loadavg_end"] = os.getloadavg()
     print("\nload average at start %.2f, at end %.2f (machine shared: expect noise)" % (

@@ -477,7 +477,7 @@ typedef struct gemm_shape {
 
 typedef struct gemm_result {
     gemm_shape s;
-    double ms, gflops;
+    double ms, min_ms, gflops;
 } gemm_result;
 
 static void add_gemm(gemm_shape *list, int *count, size_t m, size_t n, size_t k, size_t batch,
@@ -523,7 +523,7 @@ static int model_gemms(const ln_model_config *c, size_t rows, gemm_shape *list)
 
 static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape *s)
 {
-    gemm_result r = {*s, 0, 0};
+    gemm_result r = {*s, 0, 0, 0};
     uint64_t rng = 0xfeedull + s->m * 31 + s->n * 7 + s->k;
     size_t a_floats = s->batch * s->m * s->k, b_floats = s->batch * s->n * s->k;
     float *host = malloc((a_floats > b_floats ? a_floats : b_floats) * sizeof(float));
@@ -550,6 +550,9 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
             t[i] = now_ms() - t0;
     }
     r.ms = median(t, o->repeats);
+    r.min_ms = t[0];
+    for (int i = 1; i < o->repeats; i++)
+        r.min_ms = t[i] < r.min_ms ? t[i] : r.min_ms;
     r.gflops = 2.0 * (double)s->batch * s->m * s->n * s->k / (r.ms * 1e6);
     clReleaseMemObject(a);
     clReleaseMemObject(b);
@@ -671,10 +674,11 @@ static void print_profile(const shape_result *r)
 static void print_gemms(const gemm_result *g, int count)
 {
     printf("\nCLBlast SGEMM at the model's shapes (C = A B^T, median host wall incl. finish)\n");
-    printf("%6s %6s %6s %5s %10s %9s  %s\n", "m", "n", "k", "batch", "ms", "GFLOP/s", "used by");
+    printf("%6s %6s %6s %5s %10s %10s %9s  %s\n", "m", "n", "k", "batch", "ms", "min ms",
+           "GFLOP/s", "used by");
     for (int i = 0; i < count; i++)
-        printf("%6zu %6zu %6zu %5zu %10.3f %9.2f  %s\n", g[i].s.m, g[i].s.n, g[i].s.k, g[i].s.batch,
-               g[i].ms, g[i].gflops, g[i].s.label);
+        printf("%6zu %6zu %6zu %5zu %10.3f %10.3f %9.2f  %s\n", g[i].s.m, g[i].s.n, g[i].s.k,
+               g[i].s.batch, g[i].ms, g[i].min_ms, g[i].gflops, g[i].s.label);
 }
 
 /* -------------------------------------------------------------- main */
@@ -773,16 +777,17 @@ int main(int argc, char **argv)
         json_t *gm = json_array();
         for (int i = 0; i < n_gemms; i++)
             json_array_append_new(
-                gm, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f}", "label", gemms[i].s.label,
-                              "m", (int)gemms[i].s.m, "n", (int)gemms[i].s.n, "k",
-                              (int)gemms[i].s.k, "batch", (int)gemms[i].s.batch, "ms",
-                              gemms[i].ms, "gflops", gemms[i].gflops));
+                gm, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f}", "label",
+                              gemms[i].s.label, "m", (int)gemms[i].s.m, "n", (int)gemms[i].s.n,
+                              "k", (int)gemms[i].s.k, "batch", (int)gemms[i].s.batch, "ms",
+                              gemms[i].ms, "min_ms", gemms[i].min_ms, "gflops",
+                              gemms[i].gflops));
         json_t *root = json_pack("{s:s, s:o, s:o, s:s, s:i, s:i, s:i, s:o, s:o}", "tool",
                                  "ln-bench", "device", dev, "config", cfgj ? cfgj : json_null(),
                                  "weights", o.model_path ? o.model_path : "seeded", "repeats",
                                  o.repeats, "warmup", o.warmup, "profile_runs", o.profile_runs,
                                  "shapes", sh, "gemm", gm);
-        json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(6));
+        json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
         printf("\n");
         json_decref(root);
     } else {
