@@ -19,6 +19,6 @@ else()
   # cannot check). A failed Check assertion fails through the exit code.
   set_tests_properties(attention_oclgrind PROPERTIES
     ENVIRONMENT "${LN_TEST_ENV};CK_FORK=no;CK_RUN_CASE=oclgrind"
-    FAIL_REGULAR_EXPRESSION "Invalid (read|write)|[Dd]ata race|[Uu]ninitiali[sz]ed|runtime error|OCLGRIND FATAL|errors generated"
+    FAIL_REGULAR_EXPRESSION "Invalid (read|write)|[Dd]ata race|[Uu]ninitiali[sz]ed|runtime error|OCLGRIND FATAL|errors generated|Work-group divergence|Kernel: "
     TIMEOUT 900)
 endif()

@@ -1,0 +1,240 @@
+/*
+ * test_oclgrind_cases.c: one tiny case per kernel family (linear, norm,
+ * positional), small enough to run under Oclgrind's simulator in seconds.
+ * tests/oclgrind.cmake runs each case (CK_RUN_CASE=<family>, CK_FORK=no)
+ * under `oclgrind --data-races --uninitialized --check-api` and fails on
+ * any report; run directly (as CTest also does) it is an ordinary
+ * correctness test on the default device.
+ *
+ * Shapes are odd on purpose: widths that are not multiples of the
+ * work-group size, views with offsets and leading dimensions wider than
+ * the view, so that guards and strided indexing are what gets checked.
+ * Every buffer is fully written from the host first, so any read of
+ * uninitialised memory is the kernel's own.
+ *
+ * Buffers live until the end of their case: Oclgrind 21.10's
+ * --uninitialized keeps the shadow size of a released buffer when its slot
+ * is reused, so a larger buffer allocated there reads as uninitialised past
+ * the old size even after a kernel wrote it (a standalone repro: create and
+ * release 30 floats, create 42, fill them by a kernel, copy them by another:
+ * 12 "Uninitialized value written" reports). Holding buffers keeps slot
+ * reuse to same-sized temporaries (ln_positional_add's hidden layer).
+ */
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TOL 1e-5
+
+static cl_mem from_host(ln_context *ctx, const float *data, size_t floats)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(ln_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              floats * sizeof(float), (void *)data, &err);
+    ck_assert_msg(m != NULL, "clCreateBuffer: %d", (int)err);
+    return m;
+}
+
+static void to_host(ln_context *ctx, cl_mem m, float *data, size_t floats)
+{
+    cl_int err = clEnqueueReadBuffer(ln_context_cl_queue(ctx), m, CL_TRUE, 0,
+                                     floats * sizeof(float), data, 0, NULL, NULL);
+    ck_assert_int_eq(err, CL_SUCCESS);
+}
+
+static float *random_floats(size_t n, uint64_t *rng)
+{
+    float *v = tu_malloc(n * sizeof(float));
+    tu_fill(v, n, -1.0f, 1.0f, rng);
+    return v;
+}
+
+/* Elements of a [rows, cols] view outside the view must be untouched. */
+static void assert_outside_untouched(const float *got, const float *before, size_t total,
+                                     size_t off, size_t ld, size_t rows, size_t cols,
+                                     const char *what)
+{
+    for (size_t i = 0; i < total; i++) {
+        bool inside = i >= off && (i - off) / ld < rows && (i - off) % ld < cols;
+        if (!inside)
+            ck_assert_msg(got[i] == before[i], "%s: element %zu outside the view changed", what,
+                          i);
+    }
+}
+
+/* ------------------------------------------------------------- linear */
+
+START_TEST(linear)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed();
+    const size_t rows = 5, in = 7, out = 6;
+    const size_t x_off = 3, x_ld = 9, y_off = 2, y_ld = 10, r_off = 1, r_ld = 8, b_off = 1;
+    const size_t x_n = x_off + rows * x_ld, y_n = y_off + rows * y_ld, r_n = r_off + rows * r_ld;
+    float *x = random_floats(x_n, &rng), *w = random_floats(out * in, &rng),
+          *b = random_floats(b_off + out, &rng), *r = random_floats(r_n, &rng),
+          *y0 = random_floats(y_n, &rng), *got = tu_malloc(y_n * sizeof(float));
+    double *ref = tu_malloc(rows * out * sizeof(double));
+    float *view = tu_malloc(rows * out * sizeof(float));
+    cl_mem dx = from_host(ctx, x, x_n), dw = from_host(ctx, w, out * in),
+           db = from_host(ctx, b, b_off + out), dr = from_host(ctx, r, r_n);
+    ln_dmat vx = {dx, x_off, x_ld}, vw = ln_dmat_of(dw, in), vr = {dr, r_off, r_ld};
+
+    static const char *names[] = {"none", "bias", "bias_gelu", "bias_residual",
+                                  "bias_residual_in_place"};
+    cl_mem held[5];
+    for (int e = 0; e < 5; e++) {
+        ln_epilogue ep = e == 4 ? LN_EPILOGUE_BIAS_RESIDUAL : (ln_epilogue)e;
+        cl_mem dy = held[e] = from_host(ctx, y0, y_n);
+        ln_dmat vy = {dy, y_off, y_ld};
+        tu_assert_ok(ctx, ln_linear(ctx, rows, in, out, vx, vw, db, b_off, ep,
+                                    e == 4 ? vy : vr, vy));
+        to_host(ctx, dy, got, y_n);
+        for (size_t i = 0; i < rows; i++)
+            for (size_t o = 0; o < out; o++) {
+                double s = 0;
+                for (size_t k = 0; k < in; k++)
+                    s += (double)x[x_off + i * x_ld + k] * w[o * in + k];
+                if (ep != LN_EPILOGUE_NONE)
+                    s += b[b_off + o];
+                if (ep == LN_EPILOGUE_BIAS_GELU)
+                    s = tu_gelu(s);
+                if (e == 3)
+                    s += r[r_off + i * r_ld + o];
+                if (e == 4)
+                    s += y0[y_off + i * y_ld + o];
+                ref[i * out + o] = s;
+                view[i * out + o] = got[y_off + i * y_ld + o];
+            }
+        tu_assert_close(view, ref, rows * out, TOL, "linear, epilogue %s", names[e]);
+        assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, out, names[e]);
+    }
+    for (int e = 0; e < 5; e++)
+        clReleaseMemObject(held[e]);
+    clReleaseMemObject(dx), clReleaseMemObject(dw), clReleaseMemObject(db), clReleaseMemObject(dr);
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
+    ln_context_destroy(ctx);
+    free(x), free(w), free(b), free(r), free(y0), free(got), free(ref), free(view);
+}
+END_TEST
+
+/* --------------------------------------------------------------- norm */
+
+START_TEST(norm)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 1;
+    /* 150 columns: more than the default work-group of 64, not a multiple. */
+    const size_t rows = 3, width = 150, x_off = 5, x_ld = 157, y_off = 3, y_ld = 151;
+    const size_t x_n = x_off + rows * x_ld, y_n = y_off + rows * y_ld;
+    float *x = random_floats(x_n, &rng), *g = random_floats(width, &rng),
+          *b = random_floats(width, &rng), *y0 = random_floats(y_n, &rng),
+          *got = tu_malloc(y_n * sizeof(float)), *view = tu_malloc(rows * width * sizeof(float));
+    double *ref = tu_malloc(rows * width * sizeof(double));
+    for (size_t c = 0; c < width; c++) /* a zero row: unit_rows' 1e-12 floor */
+        x[x_off + 2 * x_ld + c] = 0.0f;
+    cl_mem dx = from_host(ctx, x, x_n), dg = from_host(ctx, g, width),
+           db = from_host(ctx, b, width);
+    ln_dmat vx = {dx, x_off, x_ld};
+
+    cl_mem held[2];
+    for (int op = 0; op < 2; op++) {
+        cl_mem dy = held[op] = from_host(ctx, y0, y_n);
+        ln_dmat vy = {dy, y_off, y_ld};
+        if (op == 0)
+            tu_assert_ok(ctx, ln_layernorm(ctx, rows, width, vx, dg, db, 1e-5f, vy));
+        else
+            tu_assert_ok(ctx, ln_unit_rows(ctx, rows, width, vx, vy));
+        to_host(ctx, dy, got, y_n);
+        for (size_t i = 0; i < rows; i++) {
+            const float *xr = x + x_off + i * x_ld;
+            double mean = 0, var = 0, sq = 0;
+            for (size_t c = 0; c < width; c++)
+                mean += xr[c], sq += (double)xr[c] * xr[c];
+            mean /= (double)width;
+            for (size_t c = 0; c < width; c++)
+                var += (xr[c] - mean) * (xr[c] - mean);
+            var /= (double)width;
+            double norm = sqrt(sq) > 1e-12 ? sqrt(sq) : 1e-12;
+            for (size_t c = 0; c < width; c++) {
+                ref[i * width + c] = op == 0 ? (xr[c] - mean) / sqrt(var + 1e-5) * g[c] + b[c]
+                                             : xr[c] / norm;
+                view[i * width + c] = got[y_off + i * y_ld + c];
+            }
+        }
+        tu_assert_close(view, ref, rows * width, TOL, "%s", op == 0 ? "layernorm" : "unit_rows");
+        assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, width,
+                                 op == 0 ? "layernorm" : "unit_rows");
+    }
+    clReleaseMemObject(held[0]), clReleaseMemObject(held[1]);
+    clReleaseMemObject(dx), clReleaseMemObject(dg), clReleaseMemObject(db);
+    ln_context_destroy(ctx);
+    free(x), free(g), free(b), free(y0), free(got), free(view), free(ref);
+}
+END_TEST
+
+/* --------------------------------------------------------- positional */
+
+START_TEST(positional)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 2;
+    const size_t batch = 2, n = 3, d = 5, hidden = 7, rows = batch * n;
+    float *p = random_floats(rows, &rng), *w1 = random_floats(hidden, &rng),
+          *b1 = random_floats(hidden, &rng), *w2 = random_floats(d * hidden, &rng),
+          *b2 = random_floats(d, &rng), *x = random_floats(rows * d, &rng),
+          *got = tu_malloc(rows * d * sizeof(float));
+    double *ref = tu_malloc(rows * d * sizeof(double));
+    cl_mem dp = from_host(ctx, p, rows), dw1 = from_host(ctx, w1, hidden),
+           db1 = from_host(ctx, b1, hidden), dw2 = from_host(ctx, w2, d * hidden),
+           db2 = from_host(ctx, b2, d);
+    /* Given positions into a separate output; default positions in place;
+     * a one-element sequence (default position 0). */
+    cl_mem held[4] = {NULL, NULL, NULL, NULL};
+    for (int c = 0; c < 3; c++) {
+        size_t bn = c == 2 ? 1 : batch, nn = c == 2 ? 1 : n, rr = bn * nn;
+        cl_mem dx = from_host(ctx, x, rows * d), dout = c == 0 ? from_host(ctx, x, rows * d) : dx;
+        held[c] = dx;
+        if (dout != dx)
+            held[3] = dout;
+        tu_assert_ok(ctx, ln_positional_add(ctx, bn, nn, d, hidden, c == 0 ? dp : NULL, dw1, db1,
+                                            dw2, db2, dx, dout));
+        to_host(ctx, dout, got, rr * d);
+        for (size_t r = 0; r < rr; r++) {
+            double pos = c == 0 ? p[r] : nn > 1 ? (double)(r % nn) / (double)(nn - 1) : 0.0;
+            for (size_t o = 0; o < d; o++) {
+                double s = b2[o] + x[r * d + o];
+                for (size_t j = 0; j < hidden; j++)
+                    s += w2[o * hidden + j] * tu_gelu((double)w1[j] * pos + b1[j]);
+                ref[r * d + o] = s;
+            }
+        }
+        tu_assert_close(got, ref, rr * d, TOL, "positional case %d", c);
+    }
+    for (int i = 0; i < 4; i++)
+        clReleaseMemObject(held[i]);
+    clReleaseMemObject(dp), clReleaseMemObject(dw1), clReleaseMemObject(db1);
+    clReleaseMemObject(dw2), clReleaseMemObject(db2);
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
+    ln_context_destroy(ctx);
+    free(p), free(w1), free(b1), free(w2), free(b2), free(x), free(got), free(ref);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("oclgrind_cases");
+    /* One TCase per kernel family, named as CK_RUN_CASE selects it. */
+    struct {
+        const char *name;
+        const TTest *test;
+    } cases[] = {{"linear", linear}, {"norm", norm}, {"positional", positional}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        TCase *tc = tcase_create(cases[i].name);
+        tcase_add_test(tc, cases[i].test);
+        suite_add_tcase(s, tc);
+    }
+    return tu_run(s);
+}
