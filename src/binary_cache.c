@@ -25,13 +25,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-struct ln_embedded_kernel {
-    const char *family;
-    const char *source;
-    size_t length;
-};
-extern const struct ln_embedded_kernel ln_embedded_kernels[];
-extern const size_t ln_embedded_kernels_count;
 
 #define BIN_MAGIC "LNCLBIN\0"
 /* A program binary beyond 256 MiB is not one ln-cl made: refuse before

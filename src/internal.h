@@ -70,6 +70,18 @@ void ln_clear_error(ln_context *ctx);
 
 const char *ln_cl_error_name(cl_int err);
 
+/* A file embedded at build time by cmake/embed_cl.cmake: the kernel
+ * sources (ln_embedded_kernels, one per cl/<family>.cl) and, in ln-run, the
+ * demo's data (ln_demo_files). */
+struct ln_embedded_kernel {
+    const char *family;
+    const char *source;
+    size_t length;
+};
+extern const struct ln_embedded_kernel ln_embedded_kernels[];
+extern const size_t ln_embedded_kernels_count;
+extern const struct ln_embedded_kernel ln_demo_files[];
+
 /* Embedded kernel source of one op family (cl/<family>.cl); NULL if none. */
 const char *ln_kernel_source(const char *family, size_t *length);
 

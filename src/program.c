@@ -10,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct ln_embedded_kernel {
-    const char *family;
-    const char *source;
-    size_t length;
-};
-extern const struct ln_embedded_kernel ln_embedded_kernels[];
-extern const size_t ln_embedded_kernels_count;
 
 static void drop_kernels_of(ln_context *ctx, cl_program prog);
 

@@ -19,12 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-struct ln_embedded_kernel {
-    const char *family;
-    const char *source;
-    size_t length;
-};
-extern const struct ln_embedded_kernel ln_demo_files[];
 
 #define MAX_CONCEPTS 16
 #define LINKS 2
