@@ -1,6 +1,7 @@
 /*
  * attention_bench.c: times semantic attention on the context's device
- * (LN_DEVICE, else the default): the fused kernel reading a precomputed S,
+ * (LN_DEVICE, else the default): the fused kernels reading a precomputed S
+ * (attention_fused, the CPU's, and attention_rows, the GPU's, each forced),
  * the S GEMM itself, the fused kernel recomputing S tiles, and the
  * straightforward path that materialises the logits [H, n, n] (S GEMM,
  * Q K^T GEMM, softmax kernel, P V GEMM). B = 1, 12 heads of 32, d = 384.
@@ -21,9 +22,16 @@
 #define WIDTH (HEADS * HEAD_DIM)
 #define D_MODEL 384
 
-typedef enum run_kind { RUN_S_GEMM, RUN_FUSED_PRE, RUN_FUSED_RECOMPUTE, RUN_NAIVE, RUN_KINDS } run_kind;
-static const char *const run_names[RUN_KINDS] = {"S GEMM", "fused, S read", "fused, S recomputed",
-                                                 "materialised"};
+typedef enum run_kind {
+    RUN_S_GEMM,
+    RUN_FUSED_PRE,
+    RUN_ROWS_PRE,
+    RUN_FUSED_RECOMPUTE,
+    RUN_NAIVE,
+    RUN_KINDS
+} run_kind;
+static const char *const run_names[RUN_KINDS] = {"S GEMM", "fused, S read", "rows, S read",
+                                                 "fused, S recomputed", "materialised"};
 
 typedef struct bench_bufs {
     ln_dmat q, k, v, out;
@@ -61,9 +69,13 @@ static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_
     case RUN_S_GEMM:
         return ln_similarity(ctx, 1, n, D_MODEL, b->unit, b->s);
     case RUN_FUSED_PRE:
+    case RUN_ROWS_PRE:
+        ctx->params.attn_kernel =
+            kind == RUN_ROWS_PRE ? LN_ATTENTION_KERNEL_ROWS : LN_ATTENTION_KERNEL_FUSED;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      b->s, b->temperature, NULL, LN_ATTENTION_PRECOMPUTED_S, b->out);
     case RUN_FUSED_RECOMPUTE:
+        ctx->params.attn_kernel = LN_ATTENTION_KERNEL_AUTO;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      NULL, b->temperature, NULL, LN_ATTENTION_RECOMPUTE_S, b->out);
     default:
@@ -129,8 +141,9 @@ int main(int argc, char **argv)
     ln_context_device_info(ctx, &info);
     printf("device: %s / %s\nB = 1, %d heads of %d, d = %d; median device ms after a warm-up\n\n",
            info.platform_name, info.device_name, HEADS, HEAD_DIM, D_MODEL);
-    printf("%6s %10s %14s %14s %14s %14s %12s %12s\n", "n", "S GEMM", "fused S read",
-           "S + fused", "fused S recomp", "materialised", "mat/(S+fus)", "mat/recomp");
+    printf("%6s %8s %12s %12s %14s %12s %10s %10s %12s\n", "n", "S GEMM", "fused S read",
+           "rows S read", "fused S recomp", "materialised", "fused/rows", "mat/rows",
+           "rows GFLOP/s");
     uint64_t rng = 0x5eed1234abcdull;
     for (int i = 0; i < count; i++) {
         const size_t n = ns[i];
@@ -154,10 +167,12 @@ int main(int argc, char **argv)
         double ms[RUN_KINDS];
         for (int k = 0; k < RUN_KINDS; k++)
             ms[k] = median_ms(ctx, (run_kind)k, n, &b, repeats);
-        printf("%6zu %10.2f %14.2f %14.2f %14.2f %14.2f %12.2f %12.2f\n", n, ms[RUN_S_GEMM],
-               ms[RUN_FUSED_PRE], ms[RUN_S_GEMM] + ms[RUN_FUSED_PRE], ms[RUN_FUSED_RECOMPUTE],
-               ms[RUN_NAIVE], ms[RUN_NAIVE] / (ms[RUN_S_GEMM] + ms[RUN_FUSED_PRE]),
-               ms[RUN_NAIVE] / ms[RUN_FUSED_RECOMPUTE]);
+        /* q . k and p v: 2 FLOPs per multiply-add, n^2 pairs, every column. */
+        const double flops = 4.0 * (double)n * (double)n * WIDTH;
+        printf("%6zu %8.2f %12.2f %12.2f %14.2f %12.2f %10.2f %10.2f %12.1f\n", n, ms[RUN_S_GEMM],
+               ms[RUN_FUSED_PRE], ms[RUN_ROWS_PRE], ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE],
+               ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE], ms[RUN_NAIVE] / ms[RUN_ROWS_PRE],
+               flops / (ms[RUN_ROWS_PRE] * 1e6));
         fflush(stdout);
         ln_buffer_release(ctx, qkv);
         ln_buffer_release(ctx, b.unit);

@@ -351,6 +351,9 @@ def main():
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile of the SDPA variant on CPU (always tried on CUDA)")
+    ap.add_argument("--compile-shapes", default=None,
+                    help="BxN shapes at which to time torch.compile (default: all); each "
+                         "new shape costs a compilation of tens of seconds")
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -361,6 +364,7 @@ def main():
         if args.device is None:
             args.device = "NVIDIA"
     skip = parse_skip(args.skip if args.skip is not None else ("" if cuda else "8x4096"))
+    compile_shapes = parse_skip(args.compile_shapes) if args.compile_shapes else None
     shapes = [(b, n) for b in parse_list(args.batch) for n in parse_list(args.n)
               if (b, n) not in skip]
     bench = find_bench(args.bench)
@@ -438,12 +442,13 @@ def main():
         print(" %.1f ms; torch reference and sdpa, taking turns ..." % s["encode_device_ms"],
               end="", flush=True)
         x = torch.rand(b, n, d, device=device) * 2 - 1
-        models = [model, sdpa] + ([compiled] if compiled is not None else [])
+        use_compiled = compiled is not None and (compile_shapes is None or (b, n) in compile_shapes)
+        models = [model, sdpa] + ([compiled] if use_compiled else [])
         try:
-            res = time_torch(models, x, args.repeats, max(args.warmup, 2 if compiled else 0),
+            res = time_torch(models, x, args.repeats, max(args.warmup, 2 if use_compiled else 0),
                              device)
         except Exception as e:  # a torch.compile failure shows up at the first call
-            if compiled is None:
+            if not use_compiled:
                 raise
             print(" torch.compile failed (%r); without it ..." % (e,), end="", flush=True)
             compiled = None

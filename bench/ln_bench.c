@@ -418,7 +418,7 @@ static void bench_shape(ln_context *ctx, const options *o, const ln_model_config
 {
     memset(r, 0, sizeof(*r));
     r->batch = batch, r->n = n, r->repeats = o->repeats;
-    r->mode = ln_attention_resolve_mode(ctx, batch, n);
+    r->mode = ln_attention_resolve_mode(ctx, ln_model_chunk_sequences(ctx, batch, n), n);
     r->fl = count_flops(cfg, batch, n, r->mode == LN_ATTENTION_RECOMPUTE_S);
     /* A fresh model per shape, and the peak counter restarted from what
      * the context holds now, so the peak is this shape's alone. */
@@ -458,7 +458,9 @@ static void bench_shape(ln_context *ctx, const options *o, const ln_model_config
     }
     r->dev_median = median(r->dev_ms, o->repeats);
     r->host_median = median(r->host_ms, o->repeats);
-    r->peak_bytes = ln_context_peak_device_bytes(ctx) - before;
+    /* ln-cl's own peak (weights, workspace) plus the caller's x and out on
+     * the device: what torch.cuda.max_memory_allocated counts too. */
+    r->peak_bytes = ln_context_peak_device_bytes(ctx) - before + 2 * bytes;
     profile_shape(ctx, model, o, dx, dout, x, out, r);
 
     clReleaseMemObject(dx);

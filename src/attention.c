@@ -1,7 +1,8 @@
 /*
  * attention.c: semantic attention launched from cl/attention.cl: S = u u^T
  * by one batched GEMM (ln_similarity), the choice between precomputing S
- * and recomputing its tiles, the fused online-softmax kernel with a tile
+ * and recomputing its tiles, the fused online-softmax kernels (all heads
+ * per work-group for CPUs, one query per work-item for GPUs) with a tile
  * plan that fits the device's local memory, the host-array wrapper, and the
  * straightforward path that materialises the logits (for comparison only).
  */
@@ -98,6 +99,111 @@ static ln_status plan_fused(ln_context *ctx, const ln_params *tp, const char *op
     return LN_SUCCESS;
 }
 
+/* attention_rows keeps a query's q row, numerators (head_dim floats each)
+ * and one key tile of logits in registers: beyond 64 columns a GPU would
+ * spill them, and the float4 loads need head_dim % 4 == 0. It reads S,
+ * never recomputes it (that would cost d multiply-adds per pair per head). */
+#define ROWS_MAX_HEAD_DIM 64
+
+bool ln_attention_uses_rows(const ln_context *ctx, const ln_params *p, size_t head_dim,
+                            bool recompute)
+{
+    if (recompute || head_dim % 4 != 0 || head_dim > ROWS_MAX_HEAD_DIM)
+        return false;
+    return p->attn_kernel == LN_ATTENTION_KERNEL_ROWS ||
+           (p->attn_kernel == LN_ATTENTION_KERNEL_AUTO && ctx->info.is_gpu);
+}
+
+static size_t rows_local_floats(size_t tile_q, size_t tile_k, size_t head_dim)
+{
+    return 2 * tile_k * head_dim + tile_q * (tile_k + 1); /* k and v tiles, padded S tile */
+}
+
+size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,
+                                 size_t head_dim, size_t d, bool recompute)
+{
+    if (ln_attention_uses_rows(ctx, p, head_dim, recompute))
+        return rows_local_floats(p->attn_tile_q, p->attn_tile_k, head_dim);
+    attn_plan plan = {.recompute = recompute, .tile_q = p->attn_tile_q, .tile_k = p->attn_tile_k,
+                      .chunk_d = recompute ? (d + ATTN_MIN_CHUNK_D - 1) / ATTN_MIN_CHUNK_D *
+                                                 ATTN_MIN_CHUNK_D
+                                           : 0};
+    return plan_local_floats(&plan, heads, head_dim);
+}
+
+/* attention_rows' plan: tile_q work-items (one per query), tile_k keys per
+ * local tile; the key tile shrinks first, then the query tile, until the
+ * tiles fit local memory and the group fits the device. */
+static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op, size_t head_dim,
+                           attn_plan *p)
+{
+    *p = (attn_plan){0};
+    p->tile_q = tp->attn_tile_q ? tp->attn_tile_q : 1;
+    p->tile_k = tp->attn_tile_k ? tp->attn_tile_k : 1;
+    if (p->tile_q > ctx->info.max_work_group_size)
+        p->tile_q = ctx->info.max_work_group_size;
+    while ((uint64_t)rows_local_floats(p->tile_q, p->tile_k, head_dim) * sizeof(float) >
+           ctx->info.local_mem_bytes) {
+        if (p->tile_k > 1)
+            p->tile_k /= 2;
+        else if (p->tile_q > 1)
+            p->tile_q /= 2;
+        else
+            return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                           "%s: head_dim %zu needs %zu bytes of local memory even with 1 x 1 "
+                           "tiles; the device has %llu",
+                           op, head_dim, rows_local_floats(1, 1, head_dim) * sizeof(float),
+                           (unsigned long long)ctx->info.local_mem_bytes);
+    }
+    p->wg = p->tile_q;
+    return LN_SUCCESS;
+}
+
+/* Builds attention_rows for the plan; a device that allows fewer
+ * work-items for it gets a rebuild with a smaller query tile. */
+static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_kernel *out)
+{
+    for (;;) {
+        char options[160];
+        snprintf(options, sizeof(options), "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu",
+                 p->tile_q, p->tile_k, head_dim);
+        ln_status st = ln_kernel_get(ctx, "attention", options, "attention_rows", out);
+        if (st)
+            return st;
+        if (ln_kernel_wg_size(ctx, *out, p->wg, false) >= p->wg)
+            return LN_SUCCESS;
+        p->tile_q = p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
+    }
+}
+
+static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *tp, size_t batch,
+                             size_t n, size_t width, size_t head_dim, ln_dmat q, ln_dmat k,
+                             ln_dmat v, cl_mem s, cl_mem temperature, cl_mem lengths, ln_dmat out)
+{
+    attn_plan plan;
+    cl_kernel kern;
+    ln_status st;
+    if ((st = plan_rows(ctx, tp, op, head_dim, &plan)) ||
+        (st = rows_kernel(ctx, &plan, head_dim, &kern)))
+        return st;
+    const cl_uint un = (cl_uint)n;
+    const cl_uint qo = (cl_uint)q.offset, qld = (cl_uint)q.ld, ko = (cl_uint)k.offset,
+                  kld = (cl_uint)k.ld, vo = (cl_uint)v.offset, vld = (cl_uint)v.ld,
+                  oo = (cl_uint)out.offset, old = (cl_uint)out.ld;
+    const cl_uint has_lengths = lengths != NULL;
+    const float scale = (float)(1.0 / sqrt((double)head_dim));
+    if ((st = ln_set_args(ctx, kern, op, LN_ARG(un), LN_ARG(q.mem), LN_ARG(qo), LN_ARG(qld),
+                          LN_ARG(k.mem), LN_ARG(ko), LN_ARG(kld), LN_ARG(v.mem), LN_ARG(vo),
+                          LN_ARG(vld), LN_ARG(s), LN_ARG(temperature), LN_ARG(lengths),
+                          LN_ARG(has_lengths), LN_ARG(scale), LN_ARG(out.mem), LN_ARG(oo),
+                          LN_ARG(old), LN_ARGS_END)))
+        return st;
+    const size_t global[3] = {(n + plan.tile_q - 1) / plan.tile_q * plan.tile_q,
+                              width / head_dim, batch};
+    const size_t local[3] = {plan.tile_q, 1, 1};
+    return ln_enqueue(ctx, kern, 3, global, local, op);
+}
+
 /* Builds attention_fused for the plan. The kernel declares its work-group
  * size (reqd_work_group_size), so a device that allows fewer work-items
  * for it gets a rebuild with the largest power of two it allows. */
@@ -143,9 +249,13 @@ ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
     ln_tuned_params_for(ctx, "attention", batch, n, &tp);
     if (tp.attn_mode == LN_ATTENTION_PRECOMPUTED_S || tp.attn_mode == LN_ATTENTION_RECOMPUTE_S)
         return (ln_attention_mode)tp.attn_mode;
+    /* Within the budget; or a single sequence (the model's smallest chunk)
+     * whose S takes at most 1/8 of device memory: precomputing it is
+     * cheaper than recomputing its tiles per branch and head. */
     double bytes = (double)batch * (double)n * (double)n * sizeof(float);
-    return bytes <= (double)ctx->params.attn_s_budget_bytes ? LN_ATTENTION_PRECOMPUTED_S
-                                                            : LN_ATTENTION_RECOMPUTE_S;
+    bool fits = bytes <= (double)ctx->params.attn_s_budget_bytes ||
+                (batch == 1 && bytes <= (double)ctx->info.global_mem_bytes / 8);
+    return fits ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
 }
 
 ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit, cl_mem s)
@@ -225,6 +335,9 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
      * largest tuned shape's): ln-tune measured them at this size. */
     ln_params tp;
     ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    if (ln_attention_uses_rows(ctx, &tp, head_dim, recompute))
+        return launch_rows(ctx, op, &tp, batch, n, width, head_dim, q, k, v, sim_source,
+                           temperature, lengths, out);
     if ((st = plan_fused(ctx, &tp, op, heads, head_dim, d, recompute, &plan)) ||
         (st = fused_kernel(ctx, &plan, head_dim, &kern)))
         return st;

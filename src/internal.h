@@ -25,7 +25,17 @@ typedef struct ln_params {
     size_t attn_tile_q;   /* queries per work-group */
     size_t attn_tile_k;   /* keys per local-memory tile */
     uint64_t attn_s_budget_bytes; /* precompute S while B n^2 floats fit */
+    int attn_kernel;      /* ln_attention_kernel: which kernel runs the fused path */
 } ln_params;
+
+/* The kernels of the fused attention path (cl/attention.cl): AUTO takes
+ * attention_rows on a GPU when S is precomputed and head_dim allows it,
+ * else attention_fused. */
+typedef enum ln_attention_kernel {
+    LN_ATTENTION_KERNEL_AUTO = 0,
+    LN_ATTENTION_KERNEL_FUSED = 1,
+    LN_ATTENTION_KERNEL_ROWS = 2,
+} ln_attention_kernel;
 
 typedef struct ln_program_entry {
     const char *family;
@@ -147,6 +157,19 @@ ln_status ln_check_view(ln_context *ctx, const char *op, const char *name, ln_dm
                         size_t rows, size_t cols);
 ln_status ln_check_mem(ln_context *ctx, const char *op, const char *name, cl_mem mem,
                        size_t offset_floats, size_t floats);
+
+/* Which kernel the fused attention path runs for these params and shapes,
+ * and the local memory (floats) it needs at the params' tiles; ln-tune
+ * uses both to skip candidates the library would have to shrink. */
+bool ln_attention_uses_rows(const ln_context *ctx, const ln_params *p, size_t head_dim,
+                            bool recompute);
+size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,
+                                 size_t head_dim, size_t d, bool recompute);
+
+/* Sequences per chunk of the model's forward (src/model.c): S and the
+ * workspace are sized for this many; the attention mode is
+ * ln_attention_resolve_mode(ctx, chunk, n). For benchmarks and tests. */
+size_t ln_model_chunk_sequences(const ln_context *ctx, size_t batch, size_t n);
 
 /* Semantic attention the straightforward way (src/attention.c): logits
  * [H, n, n] per sequence by GEMM, softmax, P V by GEMM. For comparison. */

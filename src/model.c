@@ -1,10 +1,12 @@
 /*
  * model.c: the LN encoder on the device: weights uploaded once (q, k, v and
  * every branch projection concatenated so each is one GEMM), a workspace
- * allocated once per (B, n) and reused, and the forward pass of SPEC.md
- * with its fusions: S computed once per forward (or recomputed inside
- * attention), each branch working in its column slice of the buffer the
- * fusion GEMM reads, residual adds riding on GEMM epilogues.
+ * for a chunk of whole sequences (as many as S fits the S budget: device
+ * memory scales with the chunk, not B) allocated once and reused, and the
+ * forward pass of SPEC.md chunk by chunk with its fusions: S computed once
+ * per chunk (or recomputed inside attention), each branch working in its
+ * column slice of the buffer the fusion GEMM reads, residual adds riding on
+ * GEMM epilogues.
  */
 #include "internal.h"
 #include "config.h"
@@ -28,11 +30,12 @@ typedef struct layer_weights {
     size_t column[LN_MAX_SCALES]; /* branch k's first column in zcat */
 } layer_weights;
 
-/* Device buffers for one (B, n); see ensure_workspace for sizes. */
+/* Device buffers for one chunk of G sequences of n rows (G = B when the
+ * whole batch fits; see chunk_sequences); sizes in ensure_workspace. */
 typedef struct workspace {
-    size_t batch, n;
-    ln_attention_mode mode;
-    cl_mem x, positions, lengths, out; /* host-path staging */
+    size_t group, n;            /* G and n */
+    ln_attention_mode mode;     /* resolved for (G, n) */
+    cl_mem positions, lengths;  /* a chunk's inputs, [G n] and [G]: made on first use */
     cl_mem unit, s, h, zcat, a, qkv, f;
 } workspace;
 
@@ -168,8 +171,7 @@ static void release_weights(ln_model *m)
 static void release_workspace(ln_model *m)
 {
     workspace *w = &m->ws;
-    cl_mem all[] = {w->x, w->positions, w->lengths, w->out, w->unit, w->s, w->h, w->zcat,
-                    w->a, w->qkv, w->f};
+    cl_mem all[] = {w->positions, w->lengths, w->unit, w->s, w->h, w->zcat, w->a, w->qkv, w->f};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
         ln_buffer_release(m->ctx, all[i]);
     memset(w, 0, sizeof(*w));
@@ -401,27 +403,49 @@ size_t ln_model_d_model(const ln_model *model)
 
 /* ---------------------------------------------------------- workspace */
 
-static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n)
+/* Sequences per chunk: the largest G in [1, B] whose S (G n^2 floats) fits
+ * the context's S budget, the budget ln_attention_resolve_mode uses.
+ * Attention never looks across sequences, so the batch can run G whole
+ * sequences at a time: S and every per-row buffer of the workspace then
+ * scale with G, not B, while each GEMM still sees G n rows (and a batch
+ * that fits runs whole, as one chunk). When not even one sequence's S fits
+ * the budget, G = 1 and ln_attention_resolve_mode(ctx, 1, n) decides
+ * whether that one S is held or its tiles recomputed (then no S buffer). */
+static size_t chunk_sequences(const ln_context *ctx, size_t batch, size_t n)
+{
+    uint64_t per_sequence = (uint64_t)n * (uint64_t)n * sizeof(float); /* n <= 2^20 */
+    uint64_t g = ctx->params.attn_s_budget_bytes / per_sequence;
+    return g < 1 ? 1 : g >= batch ? batch : (size_t)g;
+}
+
+size_t ln_model_chunk_sequences(const ln_context *ctx, size_t batch, size_t n)
+{
+    return chunk_sequences(ctx, batch, n);
+}
+
+/* The workspace for chunks of `group` sequences of n rows (batch only
+ * names the call in messages). Kept while G, n and the attention mode for
+ * (G, n) stay the same, so repeated calls allocate nothing. */
+static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t group)
 {
     workspace *w = &m->ws;
-    if (w->batch == batch && w->n == n && w->h)
+    ln_context *ctx = m->ctx;
+    ln_attention_mode mode = ln_attention_resolve_mode(ctx, group, n);
+    if (w->h && w->group == group && w->n == n && w->mode == mode)
         return LN_SUCCESS;
     release_workspace(m);
-    ln_context *ctx = m->ctx;
-    size_t rows = batch * n, f = sizeof(float);
-    w->mode = ln_attention_resolve_mode(ctx, batch, n);
-    char what[96];
-    snprintf(what, sizeof(what), "encoder workspace for B = %zu, n = %zu", batch, n);
+    size_t rows = group * n, f = sizeof(float);
+    char what[128];
+    snprintf(what, sizeof(what), "encoder workspace for B = %zu, n = %zu (%zu sequences a chunk)",
+             batch, n, group);
     struct {
         cl_mem *dst;
         size_t bytes;
     } plan[] = {
-        {&w->x, rows * m->d * f},       {&w->out, rows * m->d * f},
-        {&w->positions, rows * f},      {&w->lengths, batch * sizeof(cl_int)},
         {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
         {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * m->max_width * f},
         {&w->qkv, rows * 3 * m->max_width * f}, {&w->f, rows * m->max_ffn * f},
-        {&w->s, w->mode == LN_ATTENTION_PRECOMPUTED_S ? batch * n * n * f : 0},
+        {&w->s, mode == LN_ATTENTION_PRECOMPUTED_S ? group * n * n * f : 0},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
         if (!plan[i].bytes)
@@ -435,9 +459,26 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n)
             return st;
         }
     }
-    w->batch = batch;
+    w->group = group;
     w->n = n;
+    w->mode = mode;
     return LN_SUCCESS;
+}
+
+/* The workspace's staging for a chunk's positions ([G n] floats) and
+ * lengths ([G] int32), made only when a call has them. */
+static ln_status ensure_chunk_inputs(ln_model *m, bool positions, bool lengths)
+{
+    workspace *w = &m->ws;
+    size_t g = w->group;
+    ln_status st = LN_SUCCESS;
+    if (positions && !w->positions)
+        st = ln_buffer_create(m->ctx, g * w->n * sizeof(float), &w->positions,
+                              "encoder workspace: a chunk's positions");
+    if (!st && lengths && !w->lengths)
+        st = ln_buffer_create(m->ctx, g * sizeof(cl_int), &w->lengths,
+                              "encoder workspace: a chunk's lengths");
+    return st;
 }
 
 /* ------------------------------------------------------------ forward */
@@ -509,8 +550,11 @@ static ln_status check_shape(ln_model *m, const char *op, size_t batch, size_t n
     return LN_SUCCESS;
 }
 
+/* The forward pass of `batch` sequences (the whole call, or one chunk of
+ * at most the workspace's G) from x (dense [batch n, d], may be ws->h) to
+ * the view out; positions and lengths as ln_model_encode_device takes them. */
 static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem positions,
-                         cl_mem lengths, cl_mem out)
+                         cl_mem lengths, ln_dmat out)
 {
     ln_context *ctx = m->ctx;
     workspace *ws = &m->ws;
@@ -528,7 +572,20 @@ static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem p
         if ((st = multiscale(m, l, batch, n, ws->h, ws->unit, ws->s, lengths)))
             return st;
     return ln_layernorm(ctx, rows, d, ln_dmat_of(ws->h, d), m->final_g, m->final_b,
-                        m->cfg.ln_eps, ln_dmat_of(out, d));
+                        m->cfg.ln_eps, out);
+}
+
+/* Device-to-device copy on the in-order queue (no host wait). */
+static ln_status copy_chunk(ln_context *ctx, const char *op, const char *name, cl_mem src,
+                            size_t src_offset, cl_mem dst, size_t bytes, size_t c0, size_t g)
+{
+    cl_int err = clEnqueueCopyBuffer(ctx->queue, src, dst, src_offset, 0, bytes, 0, NULL, NULL);
+    if (err == CL_SUCCESS)
+        return LN_SUCCESS;
+    char what[160];
+    snprintf(what, sizeof(what), "%s: copying %s of sequences %zu..%zu into the workspace", op,
+             name, c0, c0 + g - 1);
+    return ln_fail_cl(ctx, err, what);
 }
 
 ln_status ln_model_encode_device(ln_model *model, size_t batch, size_t n, cl_mem x,
@@ -542,15 +599,37 @@ ln_status ln_model_encode_device(ln_model *model, size_t batch, size_t n, cl_mem
     ln_status st;
     if ((st = check_shape(model, op, batch, n)))
         return st;
-    size_t rows = batch * n;
-    if ((st = ln_check_mem(ctx, op, "x", x, 0, rows * model->d)) ||
-        (st = ln_check_mem(ctx, op, "out", out, 0, rows * model->d)) ||
+    size_t rows = batch * n, d = model->d, f = sizeof(float);
+    if ((st = ln_check_mem(ctx, op, "x", x, 0, rows * d)) ||
+        (st = ln_check_mem(ctx, op, "out", out, 0, rows * d)) ||
         (positions && (st = ln_check_mem(ctx, op, "positions", positions, 0, rows))) ||
         (lengths && (st = ln_check_mem(ctx, op, "lengths", lengths, 0, batch))))
         return st;
-    if ((st = ensure_workspace(model, batch, n)))
+    const size_t G = chunk_sequences(ctx, batch, n);
+    if ((st = ensure_workspace(model, batch, n, G)))
         return st;
-    return forward(model, batch, n, x, positions, lengths, out);
+    if (G == batch) /* one chunk: straight from the caller's buffers */
+        return forward(model, batch, n, x, positions, lengths, ln_dmat_of(out, d));
+    workspace *ws = &model->ws;
+    if ((st = ensure_chunk_inputs(model, positions != NULL, lengths != NULL)))
+        return st;
+    /* Chunk by chunk: its x rows into h (positional_add then works in
+     * place), its positions and lengths into the staging buffers, and the
+     * final LayerNorm writes its rows of out directly. out may be x: a
+     * chunk's rows of x are copied before its rows of out are written. */
+    for (size_t c0 = 0; c0 < batch; c0 += G) {
+        size_t g = G < batch - c0 ? G : batch - c0, crows = g * n;
+        ln_dmat chunk_out = {out, c0 * n * d, d};
+        if ((st = copy_chunk(ctx, op, "x", x, c0 * n * d * f, ws->h, crows * d * f, c0, g)) ||
+            (positions && (st = copy_chunk(ctx, op, "positions", positions, c0 * n * f,
+                                           ws->positions, crows * f, c0, g))) ||
+            (lengths && (st = copy_chunk(ctx, op, "lengths", lengths, c0 * sizeof(cl_int),
+                                         ws->lengths, g * sizeof(cl_int), c0, g))) ||
+            (st = forward(model, g, n, ws->h, positions ? ws->positions : NULL,
+                          lengths ? ws->lengths : NULL, chunk_out)))
+            return st;
+    }
+    return LN_SUCCESS;
 }
 
 static ln_status check_finite(ln_context *ctx, const char *name, const float *v, size_t count,
@@ -563,6 +642,35 @@ static ln_status check_finite(ln_context *ctx, const char *name, const float *v,
                            "rejected",
                            name, isnan(v[i]) ? "NaN" : "Inf", i / row_width, i % row_width);
     return LN_SUCCESS;
+}
+
+/* One chunk of ln_model_encode: uploads its inputs into the workspace
+ * (x into h, where positional_add works in place), runs it with the final
+ * LayerNorm into unit (free once the last layer's attention has read it)
+ * and queues the read of its rows of out. Non-blocking: the caller waits. */
+static ln_status encode_host_chunk(ln_model *m, size_t c0, size_t g, size_t n, const float *x,
+                                   const float *positions, const int32_t *lengths, float *out)
+{
+    ln_context *ctx = m->ctx;
+    workspace *ws = &m->ws;
+    size_t rows = g * n, d = m->d, f = sizeof(float);
+    cl_int err = clEnqueueWriteBuffer(ctx->queue, ws->h, CL_FALSE, 0, rows * d * f,
+                                      x + c0 * n * d, 0, NULL, NULL);
+    if (!err && positions)
+        err = clEnqueueWriteBuffer(ctx->queue, ws->positions, CL_FALSE, 0, rows * f,
+                                   positions + c0 * n, 0, NULL, NULL);
+    if (!err && lengths)
+        err = clEnqueueWriteBuffer(ctx->queue, ws->lengths, CL_FALSE, 0, g * sizeof(cl_int),
+                                   lengths + c0, 0, NULL, NULL);
+    if (err)
+        return ln_fail_cl(ctx, err, "ln_model_encode: copying inputs to the device");
+    ln_status st = forward(m, g, n, ws->h, positions ? ws->positions : NULL,
+                           lengths ? ws->lengths : NULL, ln_dmat_of(ws->unit, d));
+    if (st)
+        return st;
+    err = clEnqueueReadBuffer(ctx->queue, ws->unit, CL_FALSE, 0, rows * d * f, out + c0 * n * d,
+                              0, NULL, NULL);
+    return err ? ln_fail_cl(ctx, err, "ln_model_encode: reading results to the host") : LN_SUCCESS;
 }
 
 ln_status ln_model_encode(ln_model *model, size_t batch, size_t n, const float *x,
@@ -586,31 +694,23 @@ ln_status ln_model_encode(ln_model *model, size_t batch, size_t n, const float *
                                "%s: lengths[%zu] = %d is outside 1..n (n = %zu)", op, b,
                                (int)lengths[b], n);
     /* Allocation first: a shape the device cannot hold fails before the
-     * host arrays are read. */
-    if ((st = ensure_workspace(model, batch, n)) ||
+     * host arrays are read. The host arrays go straight into the chunk
+     * workspace, so this path holds no [B n, d] buffer either. */
+    const size_t G = chunk_sequences(ctx, batch, n);
+    if ((st = ensure_workspace(model, batch, n, G)) ||
+        (st = ensure_chunk_inputs(model, positions != NULL, lengths != NULL)) ||
         (st = check_finite(ctx, "x", x, rows * d, d)) ||
         (positions && (st = check_finite(ctx, "positions", positions, rows, n))))
         return st;
-    workspace *ws = &model->ws;
-    cl_int err = clEnqueueWriteBuffer(ctx->queue, ws->x, CL_FALSE, 0, rows * d * sizeof(float), x,
-                                      0, NULL, NULL);
-    if (!err && positions)
-        err = clEnqueueWriteBuffer(ctx->queue, ws->positions, CL_FALSE, 0, rows * sizeof(float),
-                                   positions, 0, NULL, NULL);
-    if (!err && lengths)
-        err = clEnqueueWriteBuffer(ctx->queue, ws->lengths, CL_FALSE, 0, batch * sizeof(cl_int),
-                                   lengths, 0, NULL, NULL);
-    if (err) {
-        clFinish(ctx->queue); /* an earlier write may still read the caller's array */
-        return ln_fail_cl(ctx, err, "ln_model_encode: copying inputs to the device");
-    }
-    st = forward(model, batch, n, ws->x, positions ? ws->positions : NULL,
-                 lengths ? ws->lengths : NULL, ws->out);
-    if (st) {
-        clFinish(ctx->queue); /* the host arrays must not be read after we return */
+    for (size_t c0 = 0; c0 < batch && !st; c0 += G)
+        st = encode_host_chunk(model, c0, G < batch - c0 ? G : batch - c0, n, x, positions,
+                               lengths, out);
+    /* Wait even on failure: a queued copy must not touch the caller's
+     * arrays after we return. */
+    cl_int err = clFinish(ctx->queue);
+    if (st)
         return st;
-    }
-    return ln_buffer_to_host(ctx, ws->out, out, rows * d * sizeof(float));
+    return err ? ln_fail_cl(ctx, err, "ln_model_encode: waiting for the device") : LN_SUCCESS;
 }
 
 ln_status ln_model_transformer_block(ln_model *model, int layer, int branch, size_t batch,
@@ -631,7 +731,7 @@ ln_status ln_model_transformer_block(ln_model *model, int layer, int branch, siz
         (st = ln_check_view(ctx, op, "z", z, batch * n, B->width)) ||
         (st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * model->d)) ||
         (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
-        (st = ensure_workspace(model, batch, n)))
+        (st = ensure_workspace(model, batch, n, batch)))
         return st;
     return block(model, B, batch, n, z, unit, s, lengths);
 }
@@ -652,7 +752,7 @@ ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n
         (st = ln_check_mem(ctx, op, "h", h, 0, batch * n * model->d)) ||
         (st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * model->d)) ||
         (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
-        (st = ensure_workspace(model, batch, n)))
+        (st = ensure_workspace(model, batch, n, batch)))
         return st;
     return multiscale(model, layer, batch, n, h, unit, s, lengths);
 }

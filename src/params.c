@@ -14,12 +14,18 @@ void ln_params_defaults(const ln_device_info *info, ln_params *p)
     p->attn_mode = LN_ATTENTION_AUTO;
     /* Fused attention tiles (queries x keys per step). On PoCL (2-core
      * Xeon, n = 1024, 12 heads of 32) every choice in 16..64 x 16..64 ran
-     * within 10% of 16 x 32; 16 x 128 was 1.7x slower. The GPU value is
-     * untested; src/attention.c shrinks the query tile until the kernel
-     * fits the device's local memory (NVIDIA's 48 KiB: 8 at width 384). */
-    p->attn_tile_q = info->is_gpu ? 32 : 16;
+     * within 10% of 16 x 32; 16 x 128 was 1.7x slower. On a GPU the tiles
+     * are attention_rows': 64 queries (work-items) x 32 keys, 16 KiB of
+     * local memory. */
+    p->attn_tile_q = info->is_gpu ? 64 : 16;
     p->attn_tile_k = 32;
-    /* Precompute S (B n^2 floats) while it costs at most 1/8 of device
-     * memory; beyond that recompute S tiles inside the attention kernel. */
-    p->attn_s_budget_bytes = info->global_mem_bytes / 8;
+    p->attn_kernel = LN_ATTENTION_KERNEL_AUTO;
+    /* Precompute S while B n^2 floats take at most 128 MiB (and 1/8 of
+     * device memory); the model encodes a batch in chunks of sequences
+     * whose S fits that, so its memory stays bounded at any B. One
+     * sequence may take up to 1/8 of device memory for its S
+     * (ln_attention_resolve_mode); beyond that S tiles are recomputed
+     * inside the attention kernel. */
+    const uint64_t s_cap = (uint64_t)128 << 20;
+    p->attn_s_budget_bytes = info->global_mem_bytes / 8 < s_cap ? info->global_mem_bytes / 8 : s_cap;
 }

@@ -4,7 +4,8 @@
  * temperature against plain scaled dot-product attention, negative
  * temperatures, every head_dim, d up to 1024, strided views of one qkv
  * buffer, tiles shrunk to fit a small local memory, a long sequence that
- * must stay in O(n d) memory, the materialising path, and bad input.
+ * must stay in O(n d) memory, the materialising path, the GPU kernel
+ * (attention_rows) forced on any device, and bad input.
  * The "oclgrind" case is small and uses no CLBlast (tests/attention_oclgrind.cmake).
  */
 #include "internal.h"
@@ -263,11 +264,17 @@ static void download(ln_context *ctx, cl_mem m, void *data, size_t bytes)
     ck_assert_msg(err == CL_SUCCESS, "clEnqueueReadBuffer: %d", (int)err);
 }
 
+/* The fused path's kernel choices: the device's own (AUTO) and
+ * attention_rows forced, so a CPU runs the GPU kernel too. */
+static const int kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS};
+
 START_TEST(attention_strided_views)
 {
     /* q, k, v are column slices of one [B n, 3w] buffer; out is a slice of
-     * a wider matrix whose other columns must stay as they were. */
+     * a wider matrix whose other columns must stay as they were. Looped
+     * over `kernels`. */
     ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = kernels[_i];
     uint64_t rng = tu_seed() + 17;
     problem p;
     problem_make(&p, 2, 37, 96, 32, 50, -2.0f, 2.0f, true, &rng);
@@ -334,7 +341,8 @@ START_TEST(attention_strided_views)
                 ck_assert_msg(got[e] == sentinel[e], "%s: out[%zu] outside the view changed",
                               runs[ri].what, e);
         }
-        tu_assert_close(dense, ref, rows * w, ATTN_TOL, "strided views, %s", runs[ri].what);
+        tu_assert_close(dense, ref, rows * w, ATTN_TOL, "strided views, %s, kernel %d",
+                        runs[ri].what, kernels[_i]);
     }
     clReleaseMemObject(dqkv), clReleaseMemObject(du), clReleaseMemObject(dt);
     clReleaseMemObject(dl), clReleaseMemObject(ds), clReleaseMemObject(dout);
@@ -454,8 +462,10 @@ END_TEST
 START_TEST(attention_small_without_clblast)
 {
     /* Small enough for Oclgrind: S recomputed in the kernel, then the
-     * precomputed-S kernel reading an S made here on the host. */
+     * precomputed-S kernel reading an S made here on the host. Looped over
+     * `kernels`, so Oclgrind checks attention_rows as well. */
     ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = kernels[_i];
     uint64_t rng = tu_seed() + 20;
     problem p;
     problem_make(&p, 3, 19, 64, 32, 40, -2.0f, 2.0f, true, &rng);
@@ -484,11 +494,41 @@ START_TEST(attention_small_without_clblast)
                                             ln_dmat_of(dout, w)));
     download(ctx, dout, out, rows * w * sizeof(float));
     double *ref = ref_all(&p, true);
-    tu_assert_close(out, ref, rows * w, ATTN_TOL, "small, S uploaded from the host");
+    tu_assert_close(out, ref, rows * w, ATTN_TOL, "small, S uploaded from the host, kernel %d",
+                    kernels[_i]);
     clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv);
     clReleaseMemObject(ds), clReleaseMemObject(dt), clReleaseMemObject(dl), clReleaseMemObject(dout);
     free(s), free(out), free(ref);
     problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_rows_kernel_matches_float64)
+{
+    /* attention_rows forced (a GPU's default), S precomputed: n around its
+     * 64-query and 32-key tiles, padding, every head_dim it takes (16, 32,
+     * 64; 96 falls back to attention_fused), odd and large tiles. */
+    static const size_t ns[] = {1, 2, 31, 64, 65, 257};
+    static const size_t head_dims[] = {16, 32, 64, 96};
+    static const size_t tiles[][2] = {{64, 32}, {7, 13}, {128, 64}};
+    ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = LN_ATTENTION_KERNEL_ROWS;
+    uint64_t rng = tu_seed() + 21;
+    for (size_t ni = 0; ni < sizeof(ns) / sizeof(ns[0]); ni++) {
+        const size_t hd = head_dims[ni % 4];
+        const size_t *t = tiles[ni % 3];
+        ctx->params.attn_tile_q = t[0];
+        ctx->params.attn_tile_k = t[1];
+        ck_assert(ln_attention_uses_rows(ctx, &ctx->params, hd, false) == (hd <= 64));
+        ck_assert(!ln_attention_uses_rows(ctx, &ctx->params, hd, true));
+        for (int padded = 0; padded <= 1; padded++) {
+            problem p;
+            problem_make(&p, padded ? 3 : 2, ns[ni], 2 * hd, hd, 96, -2.0f, 3.0f, padded, &rng);
+            check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, "attention_rows");
+            problem_free(&p);
+        }
+    }
     ln_context_destroy(ctx);
 }
 END_TEST
@@ -503,13 +543,14 @@ int main(void)
     tcase_add_test(tc, attention_zero_temperature_is_sdpa);
     tcase_add_test(tc, attention_negative_temperature);
     tcase_add_test(tc, attention_tiles_fit_small_local_memory);
-    tcase_add_test(tc, attention_strided_views);
+    tcase_add_loop_test(tc, attention_strided_views, 0, 2);
+    tcase_add_test(tc, attention_rows_kernel_matches_float64);
     tcase_add_test(tc, attention_long_sequence_in_linear_memory);
     tcase_add_test(tc, attention_resolves_mode_by_budget);
     tcase_add_test(tc, attention_rejects_bad_input);
     suite_add_tcase(s, tc);
     TCase *small = tcase_create("oclgrind");
-    tcase_add_test(small, attention_small_without_clblast);
+    tcase_add_loop_test(small, attention_small_without_clblast, 0, 2);
     suite_add_tcase(s, small);
     return tu_run(s);
 }

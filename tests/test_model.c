@@ -155,8 +155,13 @@ static void run_case(const model_case *mc)
     save(f, &cfg, !mc->without_metadata, path);
 
     ln_context *ctx = tu_context();
-    if (mc->recompute_s)
-        ctx->params.attn_s_budget_bytes = 0; /* AUTO resolves to recomputing S tiles */
+    if (mc->recompute_s) {
+        /* S tiles recomputed inside attention, one sequence at a time (a
+         * zero S budget makes chunks of 1; AUTO may still precompute one
+         * sequence's S, so the mode is forced). */
+        ctx->params.attn_s_budget_bytes = 0;
+        ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
+    }
     ln_model *m = NULL;
     tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
     unlink(path);
@@ -397,6 +402,220 @@ START_TEST(block_and_multiscale_on_their_own)
 }
 END_TEST
 
+/* rel-L2 of got against want (both float32) over the valid rows. */
+static double valid_rel_diff(const float *got, const float *want, size_t B, size_t n, size_t d,
+                             const int32_t *lengths)
+{
+    double *w = tu_malloc(B * n * d * 8);
+    for (size_t i = 0; i < B * n * d; i++)
+        w[i] = want[i];
+    double err = valid_rel_l2(got, w, B, n, d, lengths);
+    free(w);
+    return err;
+}
+
+static cl_mem device_copy(ln_context *ctx, const void *host, size_t bytes)
+{
+    cl_int err;
+    cl_mem m = clCreateBuffer(ln_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              bytes, (void *)host, &err);
+    ck_assert_msg(m && err == CL_SUCCESS, "clCreateBuffer: %d", (int)err);
+    return m;
+}
+
+static void device_read(ln_context *ctx, cl_mem m, void *host, size_t bytes)
+{
+    ck_assert_int_eq(clEnqueueReadBuffer(ln_context_cl_queue(ctx), m, CL_TRUE, 0, bytes, host, 0,
+                                         NULL, NULL),
+                     CL_SUCCESS);
+}
+
+/* An S budget of G n^2 floats and a bit: ln_model_encode* then run the
+ * batch in chunks of G sequences. */
+static void set_chunk(ln_context *ctx, size_t G, size_t n)
+{
+    ctx->params.attn_s_budget_bytes = (uint64_t)G * n * n * sizeof(float) + n * n;
+}
+
+/* A batch that does not fit the S budget runs in chunks of whole sequences
+ * (here 2 + 2 + 1 of B = 5, then 1 at a time with S recomputed): the same
+ * result as the whole batch at once, and the reference's, on both the
+ * host and the device path, with padding and explicit positions, with
+ * default positions, and with out = x. */
+START_TEST(encode_in_chunks_matches_whole_batch)
+{
+    uint64_t rng = tu_seed() + 17;
+    ln_model_config cfg;
+    tu_assert_ok(NULL, ln_config_from_json(NULL, SMALL_CFG, &cfg));
+    ln_tensor_file *f = random_model(&cfg, &rng);
+    char path[256];
+    save(f, &cfg, true, path);
+    ln_context *ctx = tu_context();
+    const uint64_t default_budget = ctx->params.attn_s_budget_bytes;
+    ln_model *m = NULL;
+    tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
+    unlink(path);
+    const size_t B = 5, n = 31, d = 192, rows = B * n, bytes = rows * d * 4;
+    float *x = tu_malloc(bytes), *pos = tu_malloc(rows * 4), *whole = tu_malloc(bytes),
+          *got = tu_malloc(bytes), *whole_default = tu_malloc(bytes);
+    int32_t len[5];
+    double *ref = tu_malloc(rows * d * 8), *ref_default = tu_malloc(rows * d * 8);
+    tu_fill_normal(x, rows * d, 1.0f, &rng);
+    tu_fill(pos, rows, -2.0f, 3.0f, &rng);
+    for (size_t b = 0; b < B; b++) /* sequence 3 full, the others random, >= 1 */
+        len[b] = b == 3 ? (int32_t)n : 1 + (int32_t)(tu_uniform(&rng, 0, 1) * (float)n) % (int32_t)n;
+    ref_config rc = to_ref(&cfg);
+    ck_assert_int_eq(ref_encoder_forward(&rc, lookup, f, B, n, x, pos, len, ref), 0);
+    ck_assert_int_eq(ref_encoder_forward(&rc, lookup, f, B, n, x, NULL, NULL, ref_default), 0);
+
+    /* The whole batch at once (the budget holds B n^2 floats). */
+    set_chunk(ctx, B, n);
+    tu_assert_ok(ctx, ln_model_encode(m, B, n, x, pos, len, whole));
+    tu_assert_ok(ctx, ln_model_encode(m, B, n, x, NULL, NULL, whole_default));
+    ck_assert(valid_rel_l2(whole, ref, B, n, d, len) <= 1e-4);
+    ck_assert(valid_rel_l2(whole_default, ref_default, B, n, d, NULL) <= 1e-4);
+
+    cl_mem dx = device_copy(ctx, x, bytes), dpos = device_copy(ctx, pos, rows * 4),
+           dlen = device_copy(ctx, len, sizeof(len)), dout = device_copy(ctx, x, bytes);
+    /* 2 + 2 + 1 with S precomputed per chunk, then 1 at a time with S
+     * recomputed (not even one sequence's S fits a zero budget). */
+    for (size_t G = 2; G >= 1; G--) {
+        if (G == 2)
+            set_chunk(ctx, G, n);
+        else {
+            ctx->params.attn_s_budget_bytes = 0;
+            ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
+        }
+        const char *how = G == 2 ? "chunks of 2 + 2 + 1" : "chunks of 1, S recomputed";
+        fprintf(stderr, "%s: attention mode %d for (G, n)\n", how,
+                (int)ln_attention_resolve_mode(ctx, G, n));
+
+        /* Host path. */
+        memset(got, 0, bytes);
+        tu_assert_ok(ctx, ln_model_encode(m, B, n, x, pos, len, got));
+        double err = valid_rel_l2(got, ref, B, n, d, len), same = valid_rel_diff(got, whole, B, n, d, len);
+        fprintf(stderr, "%-32s host   rel-L2 %.2e vs reference, %.2e vs whole batch%s\n", how, err,
+                same, memcmp(got, whole, bytes) == 0 ? " (bitwise equal)" : "");
+        ck_assert_msg(err <= 1e-4, "%s: rel-L2 %.3g > 1e-4 (seed %llu)", how, err,
+                      (unsigned long long)tu_seed());
+        ck_assert_msg(same <= 1e-6, "%s: %.3g from the whole batch (seed %llu)", how, same,
+                      (unsigned long long)tu_seed());
+        /* Repeated: the workspace is reused. */
+        uint64_t held = ln_context_device_bytes(ctx);
+        tu_assert_ok(ctx, ln_model_encode(m, B, n, x, pos, len, got));
+        ck_assert_uint_eq(ln_context_device_bytes(ctx), held);
+
+        /* Device path, padding and explicit positions. */
+        tu_assert_ok(ctx, ln_model_encode_device(m, B, n, dx, dpos, dlen, dout));
+        device_read(ctx, dout, got, bytes);
+        err = valid_rel_l2(got, ref, B, n, d, len);
+        same = valid_rel_diff(got, whole, B, n, d, len);
+        fprintf(stderr, "%-32s device rel-L2 %.2e vs reference, %.2e vs whole batch\n", how, err,
+                same);
+        ck_assert_msg(err <= 1e-4 && same <= 1e-6, "%s, device: %.3g / %.3g (seed %llu)", how, err,
+                      same, (unsigned long long)tu_seed());
+        ck_assert_uint_eq(ln_context_device_bytes(ctx), held);
+
+        /* Device path, default positions and no padding. */
+        tu_assert_ok(ctx, ln_model_encode_device(m, B, n, dx, NULL, NULL, dout));
+        device_read(ctx, dout, got, bytes);
+        err = valid_rel_l2(got, ref_default, B, n, d, NULL);
+        same = valid_rel_diff(got, whole_default, B, n, d, NULL);
+        ck_assert_msg(err <= 1e-4 && same <= 1e-6, "%s, default positions: %.3g / %.3g (seed %llu)",
+                      how, err, same, (unsigned long long)tu_seed());
+
+        /* out = x: each chunk's x rows are read before its out rows land. */
+        cl_mem dxo = device_copy(ctx, x, bytes);
+        tu_assert_ok(ctx, ln_model_encode_device(m, B, n, dxo, dpos, dlen, dxo));
+        device_read(ctx, dxo, got, bytes);
+        clReleaseMemObject(dxo);
+        same = valid_rel_diff(got, whole, B, n, d, len);
+        ck_assert_msg(same <= 1e-6, "%s, out = x: %.3g from the whole batch (seed %llu)", how, same,
+                      (unsigned long long)tu_seed());
+    }
+    clReleaseMemObject(dx), clReleaseMemObject(dpos), clReleaseMemObject(dlen);
+    clReleaseMemObject(dout);
+    ctx->params.attn_s_budget_bytes = default_budget;
+    ctx->params.attn_mode = LN_ATTENTION_AUTO;
+    ln_model_free(m);
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
+    ln_context_destroy(ctx);
+    ln_tensor_file_free(f);
+    free(x), free(pos), free(whole), free(got), free(whole_default), free(ref), free(ref_default);
+}
+END_TEST
+
+/* Bytes of S the workspace holds for chunks of G: none when the mode for
+ * (G, n) recomputes S. */
+static uint64_t s_bytes(const ln_context *ctx, size_t G, size_t n)
+{
+    return ln_attention_resolve_mode(ctx, G, n) == LN_ATTENTION_PRECOMPUTED_S ? G * n * n * 4 : 0;
+}
+
+typedef struct memory_use {
+    uint64_t held, peak; /* beyond the weights, after and during one call */
+} memory_use;
+
+/* One ln_model_encode_device call on a fresh model (so no earlier
+ * workspace is held): the bytes it leaves held and its peak. */
+static memory_use device_call_memory(ln_context *ctx, uint64_t seed, size_t B, size_t n, cl_mem x,
+                                     cl_mem out)
+{
+    ln_model *m = NULL;
+    tu_assert_ok(ctx, ln_model_create_seeded(ctx, SMALL_CFG, seed, &m));
+    const uint64_t weights = ln_context_device_bytes(ctx);
+    ctx->peak_device_bytes = ctx->device_bytes;
+    tu_assert_ok(ctx, ln_model_encode_device(m, B, n, x, NULL, NULL, out));
+    tu_assert_ok(ctx, ln_context_finish(ctx));
+    memory_use u = {ln_context_device_bytes(ctx) - weights,
+                    ln_context_peak_device_bytes(ctx) - weights};
+    ln_model_free(m);
+    ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
+    return u;
+}
+
+/* Device memory follows the chunk, not the batch: the peak of a chunked
+ * call is well below the whole batch's, and the device path holds exactly
+ * the workspace (no [B n, d] staging for host arrays). */
+START_TEST(chunking_bounds_device_memory)
+{
+    ln_context *ctx = tu_context();
+    const size_t B = 6, n = 96, d = 192, rows = B * n, bytes = rows * d * 4;
+    /* SMALL_CFG per row: unit, h (d each), zcat (48 + 96 + 192), a (192),
+     * qkv (3 x 192), ffn (2 x 192) floats. */
+    const size_t per_row = 4 * (d + d + 336 + 192 + 576 + 384);
+    float *x = tu_malloc(bytes);
+    uint64_t rng = tu_seed() + 23;
+    tu_fill_normal(x, rows * d, 1.0f, &rng);
+    cl_mem dx = device_copy(ctx, x, bytes), dout = device_copy(ctx, x, bytes);
+
+    set_chunk(ctx, B, n); /* the whole batch at once */
+    memory_use whole = device_call_memory(ctx, tu_seed(), B, n, dx, dout);
+    ck_assert_uint_eq(whole.held, rows * per_row + s_bytes(ctx, B, n));
+    set_chunk(ctx, 2, n); /* 2 + 2 + 2 */
+    memory_use two = device_call_memory(ctx, tu_seed(), B, n, dx, dout);
+    ck_assert_uint_eq(two.held, 2 * n * per_row + s_bytes(ctx, 2, n));
+    ctx->params.attn_s_budget_bytes = 0; /* one at a time, S recomputed */
+    ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
+    memory_use one = device_call_memory(ctx, tu_seed(), B, n, dx, dout);
+    ck_assert_uint_eq(one.held, n * per_row + s_bytes(ctx, 1, n));
+    ctx->params.attn_mode = LN_ATTENTION_AUTO;
+
+    fprintf(stderr,
+            "B = %zu, n = %zu, bytes beyond the weights: whole batch held %llu, peak %llu; "
+            "chunks of 2 held %llu, peak %llu; chunks of 1 (S recomputed) held %llu, peak %llu\n",
+            B, n, (unsigned long long)whole.held, (unsigned long long)whole.peak,
+            (unsigned long long)two.held, (unsigned long long)two.peak,
+            (unsigned long long)one.held, (unsigned long long)one.peak);
+    /* 2 of 6 sequences: about a third of the whole batch's peak. */
+    ck_assert_uint_lt(2 * two.peak, whole.peak);
+    ck_assert_uint_lt(one.peak, two.peak);
+    clReleaseMemObject(dx), clReleaseMemObject(dout);
+    ln_context_destroy(ctx);
+    free(x);
+}
+END_TEST
+
 START_TEST(encode_rejects_bad_input)
 {
     /* A 256 MiB cap makes "too large for the device" the same on every
@@ -490,6 +709,8 @@ int main(void)
     tcase_add_loop_test(tc, encoder_matches_reference, 0, (int)(sizeof(cases) / sizeof(cases[0])));
     tcase_add_test(tc, pytorch_saved_model_matches);
     tcase_add_test(tc, block_and_multiscale_on_their_own);
+    tcase_add_test(tc, encode_in_chunks_matches_whole_batch);
+    tcase_add_test(tc, chunking_bounds_device_memory);
     tcase_add_test(tc, encode_rejects_bad_input);
     tcase_add_test(tc, load_rejects_inconsistent_files);
     suite_add_tcase(s, tc);

@@ -312,15 +312,18 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
         p->attn_tile_k = (size_t)c->value[LN_TP_ATTN_TILE_K];
     if (p->wg_layernorm > wg_cap || p->wg_elementwise > wg_cap)
         return false;
-    /* Attention's local tiles: accumulators and staging of tile_q rows of
-     * the whole width plus the key tiles; beyond local memory the library
-     * would shrink the tiles, so the candidate would not be what it says. */
-    size_t heads = ATTN_WIDTH / HEAD_DIM;
-    size_t floats = 2 * p->attn_tile_q * ATTN_WIDTH + 2 * heads * p->attn_tile_q +
-                    (p->attn_tile_q + 2 * p->attn_tile_k) * (HEAD_DIM > 64 ? HEAD_DIM : 64) +
-                    2 * p->attn_tile_q * p->attn_tile_k + p->attn_tile_q;
+    /* Attention's local tiles, as the kernel that will run them needs
+     * (src/attention.c); beyond local memory the library would shrink the
+     * tiles, so the candidate would not be what it says. */
+    const bool recompute = c->value[LN_TP_ATTN_MODE] >= 0
+                               ? c->value[LN_TP_ATTN_MODE] == LN_ATTENTION_RECOMPUTE_S
+                               : p->attn_mode == LN_ATTENTION_RECOMPUTE_S;
+    size_t floats = ln_attention_local_floats(ctx, p, ATTN_WIDTH / HEAD_DIM, HEAD_DIM, D_MODEL,
+                                              recompute);
     if ((uint64_t)floats * sizeof(float) > ctx->info.local_mem_bytes)
         return false;
+    if (ln_attention_uses_rows(ctx, p, HEAD_DIM, recompute))
+        return p->attn_tile_q <= ctx->info.max_work_group_size; /* one work-item per query */
     if (p->attn_tile_q * p->attn_tile_k / 8 > wg_cap * 8)
         return false;
     return true;
@@ -393,7 +396,7 @@ static int candidates_for(const char *kernel, bool quick, size_t wg_cap, candida
     }
     const int total = quick ? curated + 2 : 24;
     while (n < cap && n < total) {
-        static const int tq[] = {4, 8, 16, 32, 64}, tk[] = {8, 16, 32, 64, 128};
+        static const int tq[] = {8, 16, 32, 64, 128}, tk[] = {8, 16, 32, 64, 128};
         next_rand(rng);
         cand_init(&out[n]);
         out[n].value[LN_TP_ATTN_MODE] = 1 + (int)(*rng % 2);
