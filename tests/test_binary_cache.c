@@ -129,14 +129,20 @@ END_TEST
 
 START_TEST(new_process_hits)
 {
+    /* The child is forked before this process touches OpenCL and waits on
+     * a pipe until the binary is stored: NVIDIA's driver cannot be used in
+     * a child forked after the parent initialised it. */
     fresh_cache_dir();
-    ln_context *a = tu_context();
-    timed_get(a);
-    ln_context_destroy(a);
+    int go[2];
+    ck_assert_int_eq(pipe(go), 0);
     fflush(NULL);
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        close(go[1]);
+        char byte;
+        if (read(go[0], &byte, 1) != 1)
+            _exit(5);
         ln_context *c = NULL;
         if (ln_context_create(NULL, &c) != LN_SUCCESS)
             _exit(2);
@@ -148,6 +154,12 @@ START_TEST(new_process_hits)
         ln_context_destroy(c);
         _exit(ti.binary_cache_hits == 1 ? 0 : 4);
     }
+    close(go[0]);
+    ln_context *a = tu_context();
+    timed_get(a);
+    ln_context_destroy(a);
+    ck_assert_int_eq(write(go[1], "x", 1), 1);
+    close(go[1]);
     int status = 0;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
