@@ -1,5 +1,5 @@
 # tune_cli.cmake: ln-tune end to end (tune/): a tiny tuning run (one
-# shape, 20 s budget: the GEMM job does not fit and says so) into a fresh
+# shape, the three ln-cl kernel families, 20 s budget) into a fresh
 # LN_CACHE_DIR, --show of the file it wrote, --export, --import into a
 # second cache dir, a refused import of a file that is not a tuning file;
 # and a GEMM-only run (CLBlast parameters at the 1x64 model's GEMMs, 100 s:
@@ -12,7 +12,7 @@ if(TARGET ln-tune)
                       "LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache")
   add_test(NAME tune_cli_clean COMMAND ${CMAKE_COMMAND} -E rm -rf ${LN_TUNE_CLI_DIR})
   add_test(NAME tune_cli_run
-           COMMAND ln-tune --shapes 1x64 --budget 20 --quick)
+           COMMAND ln-tune --shapes 1x64 --kernels layernorm,elementwise,attention --budget 20 --quick)
   add_test(NAME tune_cli_show COMMAND ln-tune --show)
   add_test(NAME tune_cli_export COMMAND ln-tune --export ${LN_TUNE_CLI_DIR}/exported.json)
   add_test(NAME tune_cli_import COMMAND ${CMAKE_COMMAND} -E env
