@@ -259,7 +259,10 @@ LN_API ln_status ln_semantic_attention_host(ln_context *ctx, size_t batch, size_
 /* ------------------------------------------------------------ the model */
 
 /* An LN encoder's weights on one context's device, with a workspace that is
- * allocated once per (B, n) shape and reused across calls. */
+ * allocated once per (chunk, n) shape and reused across calls. A batch runs
+ * in chunks of whole sequences whose S (chunk * n^2 floats) fits the
+ * context's S budget (128 MiB by default), so device memory grows with the
+ * chunk, not with B. */
 typedef struct ln_model ln_model;
 
 /* Constructor: reads a safetensors file saved from PyTorch
