@@ -1,8 +1,7 @@
 /*
  * attention_bench.c: times semantic attention on the context's device
  * (LN_DEVICE, else the default): the fused kernels reading a precomputed S
- * (attention_fused, the CPU's, and attention_rows, the GPU's, each forced;
- * attention_rows at its default tiles and with 2 and 4 queries per item),
+ * (attention_fused, the CPU's, and attention_rows, the GPU's, each forced),
  * the S GEMM itself, the fused kernel recomputing S tiles, and the
  * straightforward path that materialises the logits [H, n, n] (S GEMM,
  * Q K^T GEMM, softmax kernel, P V GEMM). B = 1, 12 heads of 32, d = 384.
@@ -26,24 +25,13 @@
 typedef enum run_kind {
     RUN_S_GEMM,
     RUN_FUSED_PRE,
-    RUN_ROWS_PRE,   /* attention_rows at its default tiles, 64 x 32, 1 query per item */
-    RUN_ROWS_Q2,    /* 128 x 16, 2 queries per work-item */
-    RUN_ROWS_Q2K32, /* 128 x 32, 2 */
-    RUN_ROWS_Q4,    /* 256 x 16, 4 */
+    RUN_ROWS_PRE,
     RUN_FUSED_RECOMPUTE,
     RUN_NAIVE,
     RUN_KINDS
 } run_kind;
-static const char *const run_names[RUN_KINDS] = {
-    "S GEMM",       "fused, S read", "rows 64x32/1", "rows 128x16/2", "rows 128x32/2",
-    "rows 256x16/4", "fused, S recomputed", "materialised"};
-/* attention_rows' tiles per run kind: query tile, key tile, queries per item. */
-static const size_t rows_tiles[RUN_KINDS][3] = {
-    [RUN_ROWS_PRE] = {64, 32, 1},
-    [RUN_ROWS_Q2] = {128, 16, 2},
-    [RUN_ROWS_Q2K32] = {128, 32, 2},
-    [RUN_ROWS_Q4] = {256, 16, 4},
-};
+static const char *const run_names[RUN_KINDS] = {"S GEMM", "fused, S read", "rows, S read",
+                                                 "fused, S recomputed", "materialised"};
 
 typedef struct bench_bufs {
     ln_dmat q, k, v, out;
@@ -82,25 +70,12 @@ static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_
         return ln_similarity(ctx, 1, n, D_MODEL, b->unit, b->s);
     case RUN_FUSED_PRE:
     case RUN_ROWS_PRE:
-    case RUN_ROWS_Q2:
-    case RUN_ROWS_Q2K32:
-    case RUN_ROWS_Q4: {
-        const ln_params saved = ctx->params;
-        if (kind == RUN_FUSED_PRE)
-            ctx->params.attn_kernel = LN_ATTENTION_KERNEL_FUSED;
-        else {
-            ctx->params.attn_kernel = LN_ATTENTION_KERNEL_ROWS;
-            ctx->params.attn_tile_q = rows_tiles[kind][0];
-            ctx->params.attn_tile_k = rows_tiles[kind][1];
-            ctx->params.attn_rows_qpw = rows_tiles[kind][2];
-        }
-        ln_status st = ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v,
-                                             b->unit, b->s, b->temperature, NULL,
-                                             LN_ATTENTION_PRECOMPUTED_S, b->out);
-        ctx->params = saved;
-        return st;
-    }
+        ctx->params.attn_kernel =
+            kind == RUN_ROWS_PRE ? LN_ATTENTION_KERNEL_ROWS : LN_ATTENTION_KERNEL_FUSED;
+        return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
+                                     b->s, b->temperature, NULL, LN_ATTENTION_PRECOMPUTED_S, b->out);
     case RUN_FUSED_RECOMPUTE:
+        ctx->params.attn_kernel = LN_ATTENTION_KERNEL_AUTO;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      NULL, b->temperature, NULL, LN_ATTENTION_RECOMPUTE_S, b->out);
     default:
@@ -166,10 +141,9 @@ int main(int argc, char **argv)
     ln_context_device_info(ctx, &info);
     printf("device: %s / %s\nB = 1, %d heads of %d, d = %d; median device ms after a warm-up\n\n",
            info.platform_name, info.device_name, HEADS, HEAD_DIM, D_MODEL);
-    printf("%6s", "n");
-    for (int k = 0; k < RUN_KINDS; k++)
-        printf(" %14s", run_names[k]);
-    printf(" %11s %11s %13s\n", "fused/rows", "mat/rows", "best rows GF/s");
+    printf("%6s %8s %12s %12s %14s %12s %10s %10s %12s\n", "n", "S GEMM", "fused S read",
+           "rows S read", "fused S recomp", "materialised", "fused/rows", "mat/rows",
+           "rows GFLOP/s");
     uint64_t rng = 0x5eed1234abcdull;
     for (int i = 0; i < count; i++) {
         const size_t n = ns[i];
@@ -195,14 +169,10 @@ int main(int argc, char **argv)
             ms[k] = median_ms(ctx, (run_kind)k, n, &b, repeats);
         /* q . k and p v: 2 FLOPs per multiply-add, n^2 pairs, every column. */
         const double flops = 4.0 * (double)n * (double)n * WIDTH;
-        double best = ms[RUN_ROWS_PRE];
-        for (int k = RUN_ROWS_PRE; k <= RUN_ROWS_Q4; k++)
-            best = ms[k] < best ? ms[k] : best;
-        printf("%6zu", n);
-        for (int k = 0; k < RUN_KINDS; k++)
-            printf(" %14.3f", ms[k]);
-        printf(" %11.2f %11.2f %13.1f\n", ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE],
-               ms[RUN_NAIVE] / ms[RUN_ROWS_PRE], flops / (best * 1e6));
+        printf("%6zu %8.2f %12.2f %12.2f %14.2f %12.2f %10.2f %10.2f %12.1f\n", n, ms[RUN_S_GEMM],
+               ms[RUN_FUSED_PRE], ms[RUN_ROWS_PRE], ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE],
+               ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE], ms[RUN_NAIVE] / ms[RUN_ROWS_PRE],
+               flops / (ms[RUN_ROWS_PRE] * 1e6));
         fflush(stdout);
         ln_buffer_release(ctx, qkv);
         ln_buffer_release(ctx, b.unit);

@@ -41,7 +41,9 @@ step() { # name, limit in seconds, command...
     clinfo -l
     python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 } >"$OUT/machine.log" 2>&1
-export LN_CACHE_DIR=$BUILD/ln-cache
+# ln-tune and the benchmarks share a cache of their own; the tests keep theirs
+# (in the build tree), so a tuned file cannot change what they check.
+export LN_CACHE_DIR=/tmp/ln-gpu-check-cache
 export LN_REFERENCE=${LN_REFERENCE:-$REPO/.device/ln_reference.py}
 export PYTHONUNBUFFERED=1
 

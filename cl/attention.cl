@@ -278,8 +278,8 @@ void attention_fused(const uint n, const uint heads, const uint d,
  * core, but on an H200 it ran at about 3.6 TFLOP/s (B = 8, n = 1024 and
  * 4096; its softmax step keeps TQ / ATTN_VEC work-items busy out of the
  * group and every head step costs three barriers). Here a work-group is
- * ROWS_TILE_Q queries of one head of one sequence, ROWS_QPW queries per
- * work-item, which keeps their q rows, numerators and the logits of one
+ * ROWS_TILE_Q queries of one head of one sequence, one query per
+ * work-item, which keeps its q row, its numerators and the logits of one
  * key tile in registers (the flash-attention loop). The group stages a
  * tile of ROWS_TILE_K keys (k and v rows) in local memory, read by every
  * work-item at the same address (a broadcast), and the S tile with a
@@ -289,6 +289,12 @@ void attention_fused(const uint n, const uint heads, const uint d,
  * chains, not float4 arrays: Oclgrind's uninitialized-value checker
  * crashes on private float4 arrays, and a GPU compiler scalarises them
  * anyway; the aligned local tiles let it use 16-byte loads.
+ * Measured on an H200 (B = 1, n = 1024 / 4096, 12 heads of 32): 0.235 /
+ * 1.41 ms, 18.3-18.6 TFLOP/s. Register blocking, 2 queries per work-item
+ * so that each local k and v element feeds two multiply-adds, was slower:
+ * 0.40-0.41 / 1.88-1.95 ms (128 x 16 and 128 x 32 tiles), and 4 queries
+ * 1.35 / 7.27 ms; twice the registers cost more occupancy than the halved
+ * local loads gained, so it was taken out again.
  */
 #ifndef ROWS_TILE_Q
 #define ROWS_TILE_Q 64
@@ -296,19 +302,11 @@ void attention_fused(const uint n, const uint heads, const uint d,
 #ifndef ROWS_TILE_K
 #define ROWS_TILE_K 32
 #endif
-#ifndef ROWS_QPW
-#define ROWS_QPW 1 /* queries per work-item; divides ROWS_TILE_Q */
-#endif
 #define RQ ROWS_TILE_Q
 #define RK ROWS_TILE_K
-#define QPW ROWS_QPW
-#define RWG (ROWS_TILE_Q / ROWS_QPW) /* work-items per group */
-#define HD4 (ATTN_HEAD_DIM / 4)      /* ATTN_HEAD_DIM is a multiple of 4 here */
+#define HD4 (ATTN_HEAD_DIM / 4) /* ATTN_HEAD_DIM is a multiple of 4 here */
 
-/* With QPW > 1 each work-item takes queries lid, lid + RWG, ...: every k
- * and v element read from local memory then feeds QPW multiply-adds
- * (register blocking), at the cost of QPW times the registers. */
-__kernel __attribute__((reqd_work_group_size(RWG, 1, 1)))
+__kernel __attribute__((reqd_work_group_size(ROWS_TILE_Q, 1, 1)))
 void attention_rows(const uint n,
                     __global const float *q, const uint q_off, const uint ldq,
                     __global const float *k, const uint k_off, const uint ldk,
@@ -323,7 +321,7 @@ void attention_rows(const uint n,
     __local float v_t[RK * ATTN_HEAD_DIM] __attribute__((aligned(16)));
     __local float s_t[RQ * (RK + 1)]; /* [query][key], rows padded by one */
 
-    /* Launched as [query tiles * RWG, heads, B]. */
+    /* Launched as [query tiles * RQ, heads, B]. */
     const uint lid = get_local_id(0);
     const uint q0 = get_group_id(0) * RQ;
     const uint h = get_group_id(1);
@@ -331,113 +329,80 @@ void attention_rows(const uint n,
     const uint row0 = b * n;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
     const uint last = kv_len - 1;
+    /* Surplus work-items (queries past n) compute on row n - 1 and store nothing. */
+    const uint qi = min(q0 + lid, n - 1);
 
-    float qv[QPW][ATTN_HEAD_DIM], acc[QPW][ATTN_HEAD_DIM];
-    float run_max[QPW], run_sum[QPW];
+    float qv[ATTN_HEAD_DIM], acc[ATTN_HEAD_DIM];
+    __global const float *qrow = q + q_off + (row0 + qi) * ldq + h * ATTN_HEAD_DIM;
 #pragma unroll
-    for (uint p = 0; p < QPW; p++) {
-        /* Surplus queries (past n) compute on row n - 1 and store nothing. */
-        const uint qi = min(q0 + lid + p * RWG, n - 1);
-        __global const float *qrow = q + q_off + (row0 + qi) * ldq + h * ATTN_HEAD_DIM;
-#pragma unroll
-        for (uint c = 0; c < ATTN_HEAD_DIM; c++) {
-            qv[p][c] = qrow[c] * scale; /* scale folded into q once */
-            acc[p][c] = 0.0f;
-        }
-        run_max[p] = ATTN_MASKED;
-        run_sum[p] = 0.0f;
+    for (uint c = 0; c < ATTN_HEAD_DIM; c++) {
+        qv[c] = qrow[c] * scale; /* scale folded into q once */
+        acc[c] = 0.0f;
     }
     const float t = temperature[h];
+    float run_max = ATTN_MASKED, run_sum = 0.0f;
 
     for (uint j0 = 0; j0 < kv_len; j0 += RK) { /* uniform: kv_len is per group */
         barrier(CLK_LOCAL_MEM_FENCE);          /* the previous tile is consumed */
         /* Keys past kv_len read the last valid row (in bounds, finite);
          * their logits are masked below. Consecutive work-items read
          * consecutive columns of one row: coalesced. */
-        for (uint e = lid; e < RK * HD4; e += RWG) {
+        for (uint e = lid; e < RK * HD4; e += RQ) {
             const uint j = e / HD4, c = e % HD4;
             const uint row = row0 + min(j0 + j, last);
             vstore4(vload4(c, k + k_off + row * ldk + h * ATTN_HEAD_DIM), e, k_t);
             vstore4(vload4(c, v + v_off + row * ldv + h * ATTN_HEAD_DIM), e, v_t);
         }
-        for (uint e = lid; e < RQ * RK; e += RWG) {
+        for (uint e = lid; e < RQ * RK; e += RQ) {
             const uint i = e / RK, j = e % RK;
             const uint si = min(q0 + i, n - 1), sj = min(j0 + j, last);
             s_t[i * (RK + 1) + j] = sim[(row0 + si) * n + sj];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        float logit[QPW][RK], tile_max[QPW];
-#pragma unroll
-        for (uint p = 0; p < QPW; p++)
-            tile_max[p] = run_max[p];
+        float logit[RK];
+        float tile_max = run_max;
 #pragma unroll
         for (uint j = 0; j < RK; j++) {
-            /* Four independent FMA chains per query. */
-            float d[QPW][4];
-#pragma unroll
-            for (uint p = 0; p < QPW; p++)
-                d[p][0] = d[p][1] = d[p][2] = d[p][3] = 0.0f;
+            float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f; /* four independent FMA chains */
             __local const float *kj = k_t + j * ATTN_HEAD_DIM;
 #pragma unroll
             for (uint c = 0; c < ATTN_HEAD_DIM; c += 4) {
-                const float k0 = kj[c], k1 = kj[c + 1], k2 = kj[c + 2], k3 = kj[c + 3];
-#pragma unroll
-                for (uint p = 0; p < QPW; p++) {
-                    d[p][0] = mad(qv[p][c], k0, d[p][0]);
-                    d[p][1] = mad(qv[p][c + 1], k1, d[p][1]);
-                    d[p][2] = mad(qv[p][c + 2], k2, d[p][2]);
-                    d[p][3] = mad(qv[p][c + 3], k3, d[p][3]);
-                }
+                d0 = mad(qv[c], kj[c], d0);
+                d1 = mad(qv[c + 1], kj[c + 1], d1);
+                d2 = mad(qv[c + 2], kj[c + 2], d2);
+                d3 = mad(qv[c + 3], kj[c + 3], d3);
             }
-#pragma unroll
-            for (uint p = 0; p < QPW; p++) {
-                const float x = mad(t, s_t[(lid + p * RWG) * (RK + 1) + j],
-                                    (d[p][0] + d[p][1]) + (d[p][2] + d[p][3]));
-                logit[p][j] = j0 + j < kv_len ? x : ATTN_MASKED;
-                tile_max[p] = fmax(tile_max[p], logit[p][j]);
-            }
+            const float x = mad(t, s_t[lid * (RK + 1) + j], (d0 + d1) + (d2 + d3));
+            logit[j] = j0 + j < kv_len ? x : ATTN_MASKED;
+            tile_max = fmax(tile_max, logit[j]);
         }
         /* The first tile holds key 0 < kv_len, so tile_max is a real logit
          * and the empty initial state gets weight exp(MASKED - m) = 0. */
+        const float r = exp(run_max - tile_max);
+        run_max = tile_max;
+        run_sum *= r;
 #pragma unroll
-        for (uint p = 0; p < QPW; p++) {
-            const float r = exp(run_max[p] - tile_max[p]);
-            run_max[p] = tile_max[p];
-            run_sum[p] *= r;
-#pragma unroll
-            for (uint c = 0; c < ATTN_HEAD_DIM; c++)
-                acc[p][c] *= r;
-        }
+        for (uint c = 0; c < ATTN_HEAD_DIM; c++)
+            acc[c] *= r;
 #pragma unroll
         for (uint j = 0; j < RK; j++) {
-            float e[QPW];
-#pragma unroll
-            for (uint p = 0; p < QPW; p++) {
-                e[p] = exp(logit[p][j] - run_max[p]);
-                run_sum[p] += e[p];
-            }
+            const float p = exp(logit[j] - run_max);
+            run_sum += p;
             __local const float *vj = v_t + j * ATTN_HEAD_DIM;
 #pragma unroll
-            for (uint c = 0; c < ATTN_HEAD_DIM; c++) {
-                const float vc = vj[c];
-#pragma unroll
-                for (uint p = 0; p < QPW; p++)
-                    acc[p][c] = mad(e[p], vc, acc[p][c]);
-            }
+            for (uint c = 0; c < ATTN_HEAD_DIM; c++)
+                acc[c] = mad(p, vj[c], acc[c]);
         }
     }
 
+    if (q0 + lid < n) {
+        __global float *orow = out + out_off + (row0 + q0 + lid) * ldo + h * ATTN_HEAD_DIM;
+        const float inv = 1.0f / run_sum; /* >= 1: the row's max contributes exp(0) */
 #pragma unroll
-    for (uint p = 0; p < QPW; p++)
-        if (q0 + lid + p * RWG < n) {
-            __global float *orow =
-                out + out_off + (row0 + q0 + lid + p * RWG) * ldo + h * ATTN_HEAD_DIM;
-            const float inv = 1.0f / run_sum[p]; /* >= 1: the row's max contributes exp(0) */
-#pragma unroll
-            for (uint c = 0; c < ATTN_HEAD_DIM; c++)
-                orow[c] = acc[p][c] * inv;
-        }
+        for (uint c = 0; c < ATTN_HEAD_DIM; c++)
+            orow[c] = acc[c] * inv;
+    }
 }
 
 /* ---- the materialising path: logits from a GEMM, softmax here, P V by GEMM ---- */

@@ -131,8 +131,7 @@ size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size
     return plan_local_floats(&plan, heads, head_dim);
 }
 
-/* attention_rows' plan: tile_q queries, block (ln_params.attn_rows_qpw) per
- * work-item, tile_k keys per
+/* attention_rows' plan: tile_q work-items (one per query), tile_k keys per
  * local tile; the key tile shrinks first, then the query tile, until the
  * tiles fit local memory and the group fits the device. */
 static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op, size_t head_dim,
@@ -141,28 +140,22 @@ static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op,
     *p = (attn_plan){0};
     p->tile_q = tp->attn_tile_q ? tp->attn_tile_q : 1;
     p->tile_k = tp->attn_tile_k ? tp->attn_tile_k : 1;
-    /* block: queries per work-item, a divisor of the query tile. */
-    p->block = tp->attn_rows_qpw == 2 || tp->attn_rows_qpw == 4 ? tp->attn_rows_qpw : 1;
-    while (p->tile_q % p->block)
-        p->block /= 2;
-    if (p->tile_q / p->block > ctx->info.max_work_group_size)
-        p->tile_q = ctx->info.max_work_group_size * p->block;
+    if (p->tile_q > ctx->info.max_work_group_size)
+        p->tile_q = ctx->info.max_work_group_size;
     while ((uint64_t)rows_local_floats(p->tile_q, p->tile_k, head_dim) * sizeof(float) >
            ctx->info.local_mem_bytes) {
         if (p->tile_k > 1)
             p->tile_k /= 2;
-        else if (p->tile_q > 1) {
+        else if (p->tile_q > 1)
             p->tile_q /= 2;
-            while (p->tile_q % p->block)
-                p->block /= 2;
-        } else
+        else
             return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
                            "%s: head_dim %zu needs %zu bytes of local memory even with 1 x 1 "
                            "tiles; the device has %llu",
                            op, head_dim, rows_local_floats(1, 1, head_dim) * sizeof(float),
                            (unsigned long long)ctx->info.local_mem_bytes);
     }
-    p->wg = p->tile_q / p->block;
+    p->wg = p->tile_q;
     return LN_SUCCESS;
 }
 
@@ -172,16 +165,14 @@ static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_
 {
     for (;;) {
         char options[160];
-        snprintf(options, sizeof(options),
-                 "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DROWS_QPW=%zu -DATTN_HEAD_DIM=%zu",
-                 p->tile_q, p->tile_k, p->block, head_dim);
+        snprintf(options, sizeof(options), "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu",
+                 p->tile_q, p->tile_k, head_dim);
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_rows", out);
         if (st)
             return st;
         if (ln_kernel_wg_size(ctx, *out, p->wg, false) >= p->wg)
             return LN_SUCCESS;
-        p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
-        p->tile_q = p->wg * p->block;
+        p->tile_q = p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
     }
 }
 
@@ -207,9 +198,9 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
                           LN_ARG(has_lengths), LN_ARG(scale), LN_ARG(out.mem), LN_ARG(oo),
                           LN_ARG(old), LN_ARGS_END)))
         return st;
-    const size_t global[3] = {(n + plan.tile_q - 1) / plan.tile_q * plan.wg, width / head_dim,
-                              batch};
-    const size_t local[3] = {plan.wg, 1, 1};
+    const size_t global[3] = {(n + plan.tile_q - 1) / plan.tile_q * plan.tile_q,
+                              width / head_dim, batch};
+    const size_t local[3] = {plan.tile_q, 1, 1};
     return ln_enqueue(ctx, kern, 3, global, local, op);
 }
 

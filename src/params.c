@@ -20,7 +20,6 @@ void ln_params_defaults(const ln_device_info *info, ln_params *p)
     p->attn_tile_q = info->is_gpu ? 64 : 16;
     p->attn_tile_k = 32;
     p->attn_kernel = LN_ATTENTION_KERNEL_AUTO;
-    p->attn_rows_qpw = 1; /* ln-tune tries 2 and 4 */
     /* Precompute S while B n^2 floats take at most 128 MiB (and 1/8 of
      * device memory); the model encodes a batch in chunks of sequences
      * whose S fits that, so its memory stays bounded at any B. One

@@ -56,8 +56,7 @@
 #define TUNE_MAX_TILE 1024
 
 const char *const ln_tune_param_names[LN_TP_COUNT] = {
-    "wg_layernorm", "wg_elementwise", "attn_mode", "attn_tile_q", "attn_tile_k",
-    "attn_rows_qpw"};
+    "wg_layernorm", "wg_elementwise", "attn_mode", "attn_tile_q", "attn_tile_k"};
 
 static const char *const known_kernels[] = {"layernorm", "elementwise", "attention"};
 
@@ -191,8 +190,6 @@ static bool value_ok(int param, long long v)
     case LN_TP_ATTN_TILE_Q:
     case LN_TP_ATTN_TILE_K:
         return v >= 1 && v <= TUNE_MAX_TILE;
-    case LN_TP_ATTN_ROWS_QPW:
-        return v == 1 || v == 2 || v == 4;
     default:
         return false;
     }
@@ -515,9 +512,6 @@ static void set_param(ln_params *p, const ln_device_info *info, int param, long 
         break;
     case LN_TP_ATTN_TILE_K:
         p->attn_tile_k = (size_t)v;
-        break;
-    case LN_TP_ATTN_ROWS_QPW:
-        p->attn_rows_qpw = (size_t)v;
         break;
     }
 }

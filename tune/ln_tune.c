@@ -310,8 +310,6 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
         p->attn_tile_q = (size_t)c->value[LN_TP_ATTN_TILE_Q];
     if (c->value[LN_TP_ATTN_TILE_K] >= 0)
         p->attn_tile_k = (size_t)c->value[LN_TP_ATTN_TILE_K];
-    if (c->value[LN_TP_ATTN_ROWS_QPW] >= 0)
-        p->attn_rows_qpw = (size_t)c->value[LN_TP_ATTN_ROWS_QPW];
     if (p->wg_layernorm > wg_cap || p->wg_elementwise > wg_cap)
         return false;
     /* Attention's local tiles, as the kernel that will run them needs
@@ -325,8 +323,7 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
     if ((uint64_t)floats * sizeof(float) > ctx->info.local_mem_bytes)
         return false;
     if (ln_attention_uses_rows(ctx, p, HEAD_DIM, recompute))
-        return p->attn_tile_q % p->attn_rows_qpw == 0 && /* else the library would shrink it */
-               p->attn_tile_q / p->attn_rows_qpw <= ctx->info.max_work_group_size;
+        return p->attn_tile_q <= ctx->info.max_work_group_size; /* one work-item per query */
     if (p->attn_tile_q * p->attn_tile_k / 8 > wg_cap * 8)
         return false;
     return true;
@@ -384,33 +381,27 @@ static int candidates_for(const char *kernel, bool quick, size_t wg_cap, candida
         }
         return n;
     }
-    /* attention: both S modes at the default tiles, then tiles (mode,
-     * tile_q, tile_k, queries per work-item of attention_rows, which
-     * attention_fused ignores; -1: the default's). */
-    static const int grid[][4] = {
-        {LN_ATTENTION_PRECOMPUTED_S, -1, -1, -1}, {LN_ATTENTION_RECOMPUTE_S, -1, -1, -1},
-        {-1, 128, 16, 2}, {-1, 128, 32, 2}, {-1, 8, 32, -1},  {-1, 32, 32, -1},
-        {-1, 16, 16, -1}, {-1, 16, 64, -1}, {-1, 256, 16, 4}, {-1, 64, 16, 2},
-        {-1, 8, 64, -1},  {-1, 32, 16, -1}};
-    int curated = quick ? 4 : 12;
+    /* attention: both S modes at the default tiles, then tiles. */
+    static const int grid[][3] = {{LN_ATTENTION_PRECOMPUTED_S, -1, -1},
+                                  {LN_ATTENTION_RECOMPUTE_S, -1, -1},
+                                  {-1, 8, 32},  {-1, 32, 32}, {-1, 16, 16},
+                                  {-1, 16, 64}, {-1, 8, 64},  {-1, 32, 16}};
+    int curated = quick ? 4 : 8;
     for (int i = 0; i < curated && n < cap; i++) {
         cand_init(&out[n]);
         out[n].value[LN_TP_ATTN_MODE] = grid[i][0];
         out[n].value[LN_TP_ATTN_TILE_Q] = grid[i][1];
         out[n].value[LN_TP_ATTN_TILE_K] = grid[i][2];
-        out[n].value[LN_TP_ATTN_ROWS_QPW] = grid[i][3];
         n++;
     }
-    const int total = quick ? curated + 2 : 28;
+    const int total = quick ? curated + 2 : 24;
     while (n < cap && n < total) {
-        static const int tq[] = {8, 16, 32, 64, 128}, tk[] = {8, 16, 32, 64, 128},
-                         qpw[] = {1, 2, 4};
+        static const int tq[] = {8, 16, 32, 64, 128}, tk[] = {8, 16, 32, 64, 128};
         next_rand(rng);
         cand_init(&out[n]);
         out[n].value[LN_TP_ATTN_MODE] = 1 + (int)(*rng % 2);
         out[n].value[LN_TP_ATTN_TILE_Q] = tq[(*rng >> 8) % 5];
         out[n].value[LN_TP_ATTN_TILE_K] = tk[(*rng >> 16) % 5];
-        out[n].value[LN_TP_ATTN_ROWS_QPW] = qpw[(*rng >> 24) % 3];
         n++;
     }
     return n;
@@ -534,7 +525,7 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
          * it could only "win" by noise. */
         if (p.wg_layernorm == base.wg_layernorm && p.wg_elementwise == base.wg_elementwise &&
             p.attn_tile_q == base.attn_tile_q && p.attn_tile_k == base.attn_tile_k &&
-            p.attn_rows_qpw == base.attn_rows_qpw && mode == def_mode)
+            mode == def_mode)
             continue;
         ctx->params = p;
         measure m = time_op(ctx, kernel, &w, mode, runs);
@@ -570,7 +561,6 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
             best.value[LN_TP_ATTN_MODE] >= 0 ? best.value[LN_TP_ATTN_MODE] : def_mode;
         e.value[LN_TP_ATTN_TILE_Q] = (long long)win.attn_tile_q;
         e.value[LN_TP_ATTN_TILE_K] = (long long)win.attn_tile_k;
-        e.value[LN_TP_ATTN_ROWS_QPW] = (long long)win.attn_rows_qpw;
     }
     e.default_us = def.median * 1e6;
     e.tuned_us = best_t * 1e6;
