@@ -2,9 +2,10 @@
 # gpu_check.sh: the whole GPU check in one command, for a lent NVIDIA machine
 # whose image has CMake, python3 with CUDA PyTorch, and NVIDIA's OpenCL
 # library but none of our build dependencies (../shared/device/README.md):
-# build ln-cl against the carried packages, run the test suite on the GPU,
-# tune the device, then ln-bench, attention-bench and bench/compare.py
-# against PyTorch on CUDA on the same card. Every log and result lands in
+# build ln-cl against the carried packages, attention-bench, tune the
+# attention tiles, bench/compare.py (ln-bench against PyTorch on CUDA on the
+# same card), then the test suite on the GPU: measurements first, so a
+# lease cut short still brings them back. Every log and result lands in
 # $OUT (default /tmp/ln-gpu-check).
 #
 #   ../shared/device/prepare.sh            # here, once: fills .device/
@@ -13,11 +14,11 @@
 #
 # Steps are time-boxed (the lease is short) and one failing step does not
 # stop the next; each step's exit status is in $OUT/steps.txt.
-# LN_GPU_CHECK_STEPS picks steps (default: "build test tune attn compare").
+# LN_GPU_CHECK_STEPS picks steps (default: "build attn tune compare test").
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build test tune attn compare}
+STEPS=${LN_GPU_CHECK_STEPS:-build attn tune compare test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)

@@ -310,20 +310,30 @@ static void ref_block(const ln_tensor_file *f, const ln_model_config *c, int l, 
     free(a), free(q), free(kk), free(v), free(att), free(t), free(h1);
 }
 
+/* A random SMALL_CFG model, saved and loaded through a file into ctx; *f
+ * keeps its tensors for the reference (the caller frees it). */
+static ln_model *load_random_small(ln_context *ctx, uint64_t *rng, ln_model_config *cfg,
+                                   ln_tensor_file **f)
+{
+    tu_assert_ok(NULL, ln_config_from_json(NULL, SMALL_CFG, cfg));
+    *f = random_model(cfg, rng);
+    char path[256];
+    save(*f, cfg, true, path);
+    ln_model *m = NULL;
+    tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
+    unlink(path);
+    return m;
+}
+
 /* The block and the multi-scale processor are callable on their own: each
  * against float64 pieces of the reference, the block on a column slice. */
 START_TEST(block_and_multiscale_on_their_own)
 {
     uint64_t rng = tu_seed() + 5;
     ln_model_config cfg;
-    tu_assert_ok(NULL, ln_config_from_json(NULL, SMALL_CFG, &cfg));
-    ln_tensor_file *f = random_model(&cfg, &rng);
-    char path[256];
-    save(f, &cfg, true, path);
+    ln_tensor_file *f;
     ln_context *ctx = tu_context();
-    ln_model *m = NULL;
-    tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
-    unlink(path);
+    ln_model *m = load_random_small(ctx, &rng, &cfg, &f);
     const size_t B = 2, n = 13, d = 192, rows = B * n, w = 96, ld = 300, col = 50;
     int32_t lengths[2] = {13, 8};
     float *x = tu_malloc(rows * d * 4), *h = tu_malloc(rows * d * 4), *unitf = tu_malloc(rows * d * 4),
@@ -446,15 +456,10 @@ START_TEST(encode_in_chunks_matches_whole_batch)
 {
     uint64_t rng = tu_seed() + 17;
     ln_model_config cfg;
-    tu_assert_ok(NULL, ln_config_from_json(NULL, SMALL_CFG, &cfg));
-    ln_tensor_file *f = random_model(&cfg, &rng);
-    char path[256];
-    save(f, &cfg, true, path);
+    ln_tensor_file *f;
     ln_context *ctx = tu_context();
     const uint64_t default_budget = ctx->params.attn_s_budget_bytes;
-    ln_model *m = NULL;
-    tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
-    unlink(path);
+    ln_model *m = load_random_small(ctx, &rng, &cfg, &f);
     const size_t B = 5, n = 31, d = 192, rows = B * n, bytes = rows * d * 4;
     float *x = tu_malloc(bytes), *pos = tu_malloc(rows * 4), *whole = tu_malloc(bytes),
           *got = tu_malloc(bytes), *whole_default = tu_malloc(bytes);
