@@ -52,18 +52,6 @@ int ln_clblast_param_of(int kernel, const char *param)
 
 /* --------------------------------------------------------------- validity */
 
-static void why_set(char *why, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void why_set(char *why, size_t cap, const char *fmt, ...)
-{
-    if (!why || !cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, cap, fmt, ap);
-    va_end(ap);
-}
-
 static bool vector_width(long long v)
 {
     return v == 1 || v == 2 || v == 4 || v == 8 || v == 16; /* the kernels' #if branches */
@@ -90,7 +78,7 @@ static bool divides(long long b, long long a)
 #define CHECK(cond, ...)                                                                        \
     do {                                                                                        \
         if (!(cond)) {                                                                          \
-            why_set(why, why_cap, __VA_ARGS__);                                                 \
+            ln_why_set(why, why_cap, __VA_ARGS__);                                                 \
             return false;                                                                       \
         }                                                                                       \
     } while (0)
@@ -168,7 +156,7 @@ bool ln_clblast_params_valid(int kernel, const long long *v, const ln_device_inf
                              size_t wg_cap, char *why, size_t why_cap)
 {
     if (kernel < 0 || kernel >= LN_CB_COUNT) {
-        why_set(why, why_cap, "unknown CLBlast kernel %d", kernel);
+        ln_why_set(why, why_cap, "unknown CLBlast kernel %d", kernel);
         return false;
     }
     const ln_clblast_kernel *K = &ln_clblast_kernels[kernel];
@@ -190,7 +178,7 @@ bool ln_clblast_params_valid(int kernel, const long long *v, const ln_device_inf
     if (!ok && why && why_cap) {
         char inner[256];
         snprintf(inner, sizeof(inner), "%s", why);
-        why_set(why, why_cap, "%s: %s", K->name, inner);
+        ln_why_set(why, why_cap, "%s: %s", K->name, inner);
     }
     return ok;
 }
@@ -242,7 +230,7 @@ bool ln_clblast_override(cl_device_id device, const ln_device_info *info, int ke
     }
     pthread_mutex_unlock(&record_lock);
     if (code != CLBlastSuccess) {
-        why_set(why, why_cap, "%s: CLBlastOverrideParameters returned %d", K->name, (int)code);
+        ln_why_set(why, why_cap, "%s: CLBlastOverrideParameters returned %d", K->name, (int)code);
         return false;
     }
     return true;

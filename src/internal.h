@@ -158,6 +158,10 @@ ln_status ln_check_view(ln_context *ctx, const char *op, const char *name, ln_dm
 ln_status ln_check_mem(ln_context *ctx, const char *op, const char *name, cl_mem mem,
                        size_t offset_floats, size_t floats);
 
+/* Writes a printf-style reason into why[cap] (nothing when why is NULL):
+ * the validators of tuning files and CLBlast parameters say why they refuse. */
+void ln_why_set(char *why, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Which kernel the fused attention path runs for these params and shapes,
  * and the local memory (floats) it needs at the params' tiles; ln-tune
  * uses both to skip candidates the library would have to shrink. */

@@ -1,9 +1,11 @@
 /*
  * status.c: status names and the last-error messages, per context and, for
- * failures that have no context yet, per thread.
+ * failures that have no context yet, per thread; and the "why" strings of
+ * the validators that refuse a file or a parameter set.
  */
 #include "internal.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -93,4 +95,14 @@ ln_status ln_fail_cl(ln_context *ctx, cl_int err, const char *what)
 {
     return ln_fail(ctx, (ln_status)err, "%s: OpenCL error %d (%s)", what, (int)err,
                    ln_cl_error_name(err));
+}
+
+void ln_why_set(char *why, size_t cap, const char *fmt, ...)
+{
+    if (!why || !cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
 }

@@ -145,18 +145,6 @@ bool ln_tune_file_path(const ln_device_info *info, char *path, size_t cap)
 
 /* ---------------------------------------------------------------- reading */
 
-static void why_set(char *why, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void why_set(char *why, size_t cap, const char *fmt, ...)
-{
-    if (!why || !cap)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, cap, fmt, ap);
-    va_end(ap);
-}
-
 static bool is_pow2(uint64_t x)
 {
     return x && !(x & (x - 1));
@@ -199,7 +187,7 @@ static bool value_ok(int param, long long v)
 static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, size_t cap)
 {
     if (!json_is_object(je)) {
-        why_set(why, cap, "entries[%zu] is not an object", index);
+        ln_why_set(why, cap, "entries[%zu] is not an object", index);
         return false;
     }
     json_t *k = json_object_get(je, "kernel"), *s = json_object_get(je, "shape"),
@@ -207,7 +195,7 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
            *t = json_object_get(je, "tuned_us");
     if (!json_is_string(k) || !json_is_string(s) || !json_is_object(p) || !json_is_number(d) ||
         !json_is_number(t)) {
-        why_set(why, cap,
+        ln_why_set(why, cap,
                 "entries[%zu] lacks kernel/shape (strings), params (object) or "
                 "default_us/tuned_us (numbers)",
                 index);
@@ -219,12 +207,12 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
     for (size_t i = 0; i < sizeof(known_kernels) / sizeof(known_kernels[0]); i++)
         known |= strcmp(kernel, known_kernels[i]) == 0;
     if (!known) {
-        why_set(why, cap, "entries[%zu]: unknown kernel \"%.40s\"", index, kernel);
+        ln_why_set(why, cap, "entries[%zu]: unknown kernel \"%.40s\"", index, kernel);
         return false;
     }
     uint64_t batch, n;
     if (!parse_shape(json_string_value(s), &batch, &n)) {
-        why_set(why, cap, "entries[%zu]: shape \"%.40s\" is not B<pow2>-n<pow2>", index,
+        ln_why_set(why, cap, "entries[%zu]: shape \"%.40s\" is not B<pow2>-n<pow2>", index,
                 json_string_value(s));
         return false;
     }
@@ -233,7 +221,7 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
     e->tuned_us = json_number_value(t);
     if (!isfinite(e->default_us) || !isfinite(e->tuned_us) || e->default_us < 0 ||
         e->tuned_us < 0) {
-        why_set(why, cap, "entries[%zu]: times must be finite and >= 0", index);
+        ln_why_set(why, cap, "entries[%zu]: times must be finite and >= 0", index);
         return false;
     }
     const char *name;
@@ -246,13 +234,13 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
              * corrupt file). */
             int param = ln_clblast_param_of(cb, name);
             if (param < 0) {
-                why_set(why, cap, "entries[%zu]: %s has no parameter \"%.40s\"", index,
+                ln_why_set(why, cap, "entries[%zu]: %s has no parameter \"%.40s\"", index,
                         ln_clblast_kernels[cb].name, name);
                 return false;
             }
             if (!json_is_integer(v) || json_integer_value(v) < 0 ||
                 json_integer_value(v) > TUNE_MAX_CLBLAST) {
-                why_set(why, cap, "entries[%zu]: %s is not an integer in 0..%lld", index, name,
+                ln_why_set(why, cap, "entries[%zu]: %s is not an integer in 0..%lld", index, name,
                         TUNE_MAX_CLBLAST);
                 return false;
             }
@@ -264,11 +252,11 @@ static bool parse_entry(json_t *je, size_t index, ln_tune_entry *e, char *why, s
             if (strcmp(name, ln_tune_param_names[i]) == 0)
                 param = i;
         if (param < 0) {
-            why_set(why, cap, "entries[%zu]: unknown parameter \"%.40s\"", index, name);
+            ln_why_set(why, cap, "entries[%zu]: unknown parameter \"%.40s\"", index, name);
             return false;
         }
         if (!json_is_integer(v) || !value_ok(param, (long long)json_integer_value(v))) {
-            why_set(why, cap, "entries[%zu]: %s is not an integer in its range", index, name);
+            ln_why_set(why, cap, "entries[%zu]: %s is not an integer in its range", index, name);
             return false;
         }
         e->value[param] = (long long)json_integer_value(v);
@@ -282,12 +270,12 @@ static bool key_str(json_t *key, const char *field, const char *label, const cha
 {
     json_t *v = json_object_get(key, field);
     if (!json_is_string(v)) {
-        why_set(why, cap, "key.%s is missing or not a string", field);
+        ln_why_set(why, cap, "key.%s is missing or not a string", field);
         *r = LN_TUNE_FILE_CORRUPT;
         return false;
     }
     if (strcmp(json_string_value(v), want) != 0) {
-        why_set(why, cap, "%s \"%.120s\" differs from this device's \"%.120s\"", label,
+        ln_why_set(why, cap, "%s \"%.120s\" differs from this device's \"%.120s\"", label,
                 json_string_value(v), want);
         *r = LN_TUNE_FILE_STALE;
         return false;
@@ -300,12 +288,12 @@ static bool key_int(json_t *key, const char *field, const char *label, long long
 {
     json_t *v = json_object_get(key, field);
     if (!json_is_integer(v)) {
-        why_set(why, cap, "key.%s is missing or not an integer", field);
+        ln_why_set(why, cap, "key.%s is missing or not an integer", field);
         *r = LN_TUNE_FILE_CORRUPT;
         return false;
     }
     if ((long long)json_integer_value(v) != want) {
-        why_set(why, cap, "%s %lld differs from this one's %lld", label,
+        ln_why_set(why, cap, "%s %lld differs from this one's %lld", label,
                 (long long)json_integer_value(v), want);
         *r = LN_TUNE_FILE_STALE;
         return false;
@@ -320,17 +308,17 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
     json_t *fmt = json_object_get(root, "format"), *ver = json_object_get(root, "format_version");
     if (!json_is_object(root) || !json_is_string(fmt) ||
         strcmp(json_string_value(fmt), "ln-cl-tuning") != 0 || !json_is_integer(ver)) {
-        why_set(why, cap, "not an ln-cl tuning file (no \"format\": \"ln-cl-tuning\")");
+        ln_why_set(why, cap, "not an ln-cl tuning file (no \"format\": \"ln-cl-tuning\")");
         return LN_TUNE_FILE_CORRUPT;
     }
     if (json_integer_value(ver) != LN_CACHE_FORMAT_VERSION) {
-        why_set(why, cap, "cache format version %lld, this ln-cl reads %u",
+        ln_why_set(why, cap, "cache format version %lld, this ln-cl reads %u",
                 (long long)json_integer_value(ver), LN_CACHE_FORMAT_VERSION);
         return LN_TUNE_FILE_STALE;
     }
     json_t *key = json_object_get(root, "key");
     if (!json_is_object(key)) {
-        why_set(why, cap, "\"key\" is missing or not an object");
+        ln_why_set(why, cap, "\"key\" is missing or not an object");
         return LN_TUNE_FILE_CORRUPT;
     }
     char hash[20];
@@ -349,7 +337,7 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
         return r;
     json_t *entries = json_object_get(root, "entries");
     if (!json_is_array(entries)) {
-        why_set(why, cap, "\"entries\" is missing or not an array");
+        ln_why_set(why, cap, "\"entries\" is missing or not an array");
         return LN_TUNE_FILE_CORRUPT;
     }
     size_t i;
@@ -360,7 +348,7 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
         if (!parse_entry(je, i, &e, why, cap))
             return LN_TUNE_FILE_CORRUPT;
         if (ln_tune_table_put(out, &e) != LN_SUCCESS) {
-            why_set(why, cap, "out of host memory");
+            ln_why_set(why, cap, "out of host memory");
             return LN_TUNE_FILE_CORRUPT;
         }
     }
@@ -371,10 +359,10 @@ ln_tune_file_result ln_tune_file_read(const ln_device_info *info, const char *pa
                                       ln_tune_table *out, char *why, size_t why_cap)
 {
     memset(out, 0, sizeof(*out));
-    why_set(why, why_cap, "%s", "");
+    ln_why_set(why, why_cap, "%s", "");
     struct stat st;
     if (stat(path, &st) != 0 && errno == ENOENT) {
-        why_set(why, why_cap, "no such file");
+        ln_why_set(why, why_cap, "no such file");
         return LN_TUNE_FILE_ABSENT;
     }
     /* The file helpers report into the thread's slot; keep it as it was. */
@@ -384,13 +372,13 @@ ln_tune_file_result ln_tune_file_read(const ln_device_info *info, const char *pa
     size_t size = 0;
     ln_tune_file_result r;
     if (ln_file_read_all(NULL, path, TUNE_MAX_FILE, &bytes, &size) != LN_SUCCESS) {
-        why_set(why, why_cap, "%s", ln_last_error(NULL));
+        ln_why_set(why, why_cap, "%s", ln_last_error(NULL));
         r = LN_TUNE_FILE_CORRUPT;
     } else {
         json_error_t jerr;
         json_t *root = json_loadb(bytes, size, JSON_REJECT_DUPLICATES, &jerr);
         if (!root) {
-            why_set(why, why_cap, "not valid JSON (line %d: %s)", jerr.line, jerr.text);
+            ln_why_set(why, why_cap, "not valid JSON (line %d: %s)", jerr.line, jerr.text);
             r = LN_TUNE_FILE_CORRUPT;
         } else {
             r = parse_root(info, root, out, why, why_cap);

@@ -193,21 +193,17 @@ static cl_mem output_of(const char *kernel, workload *w, size_t *floats)
     return *floats = w->rows * ATTN_WIDTH, w->aout;
 }
 
-/* Device time of one call: between two markers' completion (profiling
- * queue), so host-side argument setup does not count; wall time when the
- * driver gives no marker profile. */
-static double time_once(ln_context *ctx, const char *kernel, workload *w, int mode, ln_status *st)
+double time_between_markers(ln_context *ctx, tune_enqueue_fn run, void *arg, ln_status *st)
 {
     cl_event e0 = NULL, e1 = NULL;
     clFinish(ctx->queue);
     double t0 = now_s();
     clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e0);
-    *st = run_op(ctx, kernel, w, mode);
+    *st = run(ctx, arg);
     clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e1);
     clFinish(ctx->queue);
-    double wall = now_s() - t0;
+    double t = now_s() - t0;
     cl_ulong a = 0, b = 0;
-    double t = wall;
     if (e0 && e1 &&
         clGetEventProfilingInfo(e0, CL_PROFILING_COMMAND_END, sizeof(a), &a, NULL) == CL_SUCCESS &&
         clGetEventProfilingInfo(e1, CL_PROFILING_COMMAND_END, sizeof(b), &b, NULL) == CL_SUCCESS &&
@@ -217,6 +213,26 @@ static double time_once(ln_context *ctx, const char *kernel, workload *w, int mo
         clReleaseEvent(e0);
     if (e1)
         clReleaseEvent(e1);
+    return t;
+}
+
+typedef struct op_call {
+    const char *kernel;
+    workload *w;
+    int mode;
+} op_call;
+
+static ln_status run_op_call(ln_context *ctx, void *arg)
+{
+    const op_call *c = arg;
+    return run_op(ctx, c->kernel, c->w, c->mode);
+}
+
+/* Device time of one call of the kernel family's op. */
+static double time_once(ln_context *ctx, const char *kernel, workload *w, int mode, ln_status *st)
+{
+    op_call call = {kernel, w, mode};
+    double t = time_between_markers(ctx, run_op_call, &call, st);
     if (strcmp(kernel, "attention") == 0 && mode == LN_ATTENTION_PRECOMPUTED_S && w->s)
         t += w->s_share;
     return t;

@@ -15,6 +15,12 @@
 
 double now_s(void);
 
+/* Device seconds of what `run` enqueues: between the completion of two
+ * markers around it (profiling queue), so host-side argument setup does
+ * not count; wall seconds when the driver gives no marker profile. */
+typedef ln_status (*tune_enqueue_fn)(ln_context *ctx, void *arg);
+double time_between_markers(ln_context *ctx, tune_enqueue_fn run, void *arg, ln_status *st);
+
 /* Median and spread ((max - min) / 2) of `runs` times, in seconds; build:
  * what the warm-up call took beyond a run (kernel compilation). */
 typedef struct measure {

@@ -147,28 +147,22 @@ static ln_status run_gemm(ln_context *ctx, gemm_work *w, const gemm_shape *s)
                            ln_dmat_of(w->c, s->n), s->m * s->n, s->batch, "ln-tune");
 }
 
-/* Device time of one GEMM call between two markers' completion. */
+typedef struct gemm_call {
+    gemm_work *w;
+    const gemm_shape *s;
+} gemm_call;
+
+static ln_status run_gemm_call(ln_context *ctx, void *arg)
+{
+    const gemm_call *c = arg;
+    return run_gemm(ctx, c->w, c->s);
+}
+
+/* Device time of one GEMM call. */
 static double time_gemm(ln_context *ctx, gemm_work *w, const gemm_shape *s, ln_status *st)
 {
-    cl_event e0 = NULL, e1 = NULL;
-    clFinish(ctx->queue);
-    double t0 = now_s();
-    clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e0);
-    *st = run_gemm(ctx, w, s);
-    clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &e1);
-    clFinish(ctx->queue);
-    double t = now_s() - t0;
-    cl_ulong a = 0, b = 0;
-    if (e0 && e1 &&
-        clGetEventProfilingInfo(e0, CL_PROFILING_COMMAND_END, sizeof(a), &a, NULL) == CL_SUCCESS &&
-        clGetEventProfilingInfo(e1, CL_PROFILING_COMMAND_END, sizeof(b), &b, NULL) == CL_SUCCESS &&
-        b > a)
-        t = (double)(b - a) * 1e-9;
-    if (e0)
-        clReleaseEvent(e0);
-    if (e1)
-        clReleaseEvent(e1);
-    return t;
+    gemm_call call = {w, s};
+    return time_between_markers(ctx, run_gemm_call, &call, st);
 }
 
 /* Every shape: a warm-up call (CLBlast builds its program on the first),
