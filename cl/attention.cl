@@ -19,7 +19,15 @@
  * keys without horizontal reductions, and k and v rows are read where they
  * lie (no staging; a CPU's cache holds them, a GPU's L1 too). Each
  * work-item keeps ATTN_BLOCK keys (logits, S) or ATTN_BLOCK query rows
- * (P V) in registers so one vector load feeds ATTN_BLOCK FMAs.
+ * (P V) in registers so one vector load feeds ATTN_BLOCK FMAs. Those
+ * ATTN_BLOCK loops carry `#pragma unroll` (a hint any OpenCL C compiler may
+ * ignore): PoCL 3.1 left them rolled, so the block's accumulators and row
+ * pointers lived on the stack and every FMA became a load, multiply, add
+ * and store. Unrolled, and built with -cl-mad-enable (src/attention.c) so
+ * mad() is one FMA, attention-bench on the 2-core Skylake-AVX512 machine
+ * (B = 1, 12 heads of 32, S read) went from 69 / 1144-1222 ms to 39-40 /
+ * 553-738 ms at n = 1024 / 4096, and with S recomputed from 108-117 /
+ * 1867 to 44-52 / 871-884.
  *
  * attention_rows: the GPU's kernel for a precomputed S, one work-item per
  * (query, head); its own comment below says why.
@@ -171,15 +179,18 @@ void attention_fused(const uint n, const uint heads, const uint d,
                 const uint jb = e / TQV * BL, iv = e % TQV; /* item e owns these entries */
                 __global const float *urow[BL];
                 vecf s[BL];
+                #pragma unroll
                 for (uint r = 0; r < BL; r++) {
                     urow[r] = unit + (row0 + min(j0 + jb + r, last)) * d + c0;
                     s[r] = VLOAD(iv, s_t + (jb + r) * TQ);
                 }
                 for (uint c = 0; c < dc; c++) {
                     const vecf uq = VLOAD(iv, u_t + c * TQ);
+                    #pragma unroll
                     for (uint r = 0; r < BL; r++)
                         s[r] = mad((vecf)urow[r][c], uq, s[r]);
                 }
+                #pragma unroll
                 for (uint r = 0; r < BL; r++)
                     VSTORE(s[r], iv, s_t + (jb + r) * TQ);
             }
@@ -203,6 +214,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                 const uint jb = e / TQV * BL, iv = e % TQV;
                 __global const float *krow[BL];
                 vecf dot[BL];
+                #pragma unroll
                 for (uint r = 0; r < BL; r++) {
                     krow[r] = k + k_off + (row0 + min(j0 + jb + r, last)) * ldk + h * HD;
                     dot[r] = 0.0f;
@@ -210,9 +222,11 @@ void attention_fused(const uint n, const uint heads, const uint d,
                 __local const float *qh = q_t + h * HD * TQ;
                 for (uint c = 0; c < HD; c++) {
                     const vecf qv = VLOAD(iv, qh + c * TQ);
+                    #pragma unroll
                     for (uint r = 0; r < BL; r++)
                         dot[r] = mad((vecf)krow[r][c], qv, dot[r]);
                 }
+                #pragma unroll
                 for (uint r = 0; r < BL; r++) {
                     const uint j = jb + r;
                     const vecf logit = mad(dot[r], (vecf)scale, (vecf)t * VLOAD(iv, s_t + j * TQ));
@@ -249,14 +263,17 @@ void attention_fused(const uint n, const uint heads, const uint d,
             for (uint e = lid; e < (TQ / BL) * HDV; e += ATTN_WG) {
                 const uint ib = e / HDV * BL, cv = e % HDV;
                 vecf a[BL];
+                #pragma unroll
                 for (uint r = 0; r < BL; r++)
                     a[r] = VLOAD(cv, acc + (ib + r) * width + h * HD) * (vecf)rescale[ib + r];
                 __global const float *vcol = v + v_off + (row0 + j0) * ldv + h * HD;
                 for (uint j = 0; j < live_keys; j++) {
                     const vecf vv = VLOAD(cv, vcol + j * ldv);
+                    #pragma unroll
                     for (uint r = 0; r < BL; r++)
                         a[r] = mad((vecf)p_t[j * TQ + ib + r], vv, a[r]);
                 }
+                #pragma unroll
                 for (uint r = 0; r < BL; r++)
                     VSTORE(a[r], cv, acc + (ib + r) * width + h * HD);
             }

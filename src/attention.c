@@ -206,14 +206,16 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
 
 /* Builds attention_fused for the plan. The kernel declares its work-group
  * size (reqd_work_group_size), so a device that allows fewer work-items
- * for it gets a rebuild with the largest power of two it allows. */
+ * for it gets a rebuild with the largest power of two it allows.
+ * -cl-mad-enable lets mad() be one fused multiply-add: PoCL otherwise
+ * emits a multiply and an add (the kernel's comment has the numbers). */
 static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_kernel *out)
 {
     for (;;) {
         char options[256];
         snprintf(options, sizeof(options),
                  "-DATTN_TILE_Q=%zu -DATTN_TILE_K=%zu -DATTN_CHUNK_D=%zu -DATTN_WG=%zu "
-                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d",
+                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d -cl-mad-enable",
                  p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->block,
                  p->recompute ? 1 : 0);
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);

@@ -218,6 +218,7 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
     ctx->platform = found[pick].platform;
     ctx->device = found[pick].device;
     ctx->info = found[pick].info;
+    ln_clblast_prepare_compiler(&ctx->info);
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform,
                                      0};

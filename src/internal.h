@@ -225,7 +225,8 @@ void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *
 #define LN_CACHE_FORMAT_VERSION 1u
 /* Bumped when ln-tune measures differently; tuning files of another
  * version are ignored as stale. */
-#define LN_TUNER_VERSION 2u /* 2: CLBlast GEMM entries, CLBlast version in the key */
+#define LN_TUNER_VERSION 3u /* 2: CLBlast GEMM entries, CLBlast version in the key; 3: CLBlast
+                              * sets chosen with USE_VECTOR_MAD on PoCL (gemm_tuning.c) */
 /* Options every program is built with, before the family's own. */
 #define LN_BUILD_OPTIONS_BASE "-cl-std=CL1.2"
 
@@ -388,5 +389,8 @@ int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect);
  * entry at the largest shape (an empty set keeps CLBlast's own), each
  * invalid one ignored with a warning on stderr. */
 void ln_clblast_apply(ln_context *ctx, const ln_tune_table *t, int *applied, int *rejected);
+/* On PoCL, the build flag CLBlast's vector kernels need (gemm_tuning.c);
+ * called before anything builds on the device. */
+void ln_clblast_prepare_compiler(const ln_device_info *info);
 
 #endif

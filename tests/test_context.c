@@ -4,6 +4,7 @@
  */
 #include "test_util.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,6 +129,49 @@ START_TEST(device_memory_is_counted_and_capped)
 }
 END_TEST
 
+/* On PoCL, context creation sets POCL_EXTRA_BUILD_FLAGS for CLBlast's
+ * vector kernels (src/gemm_tuning.c) unless the user set it; elsewhere it
+ * touches nothing. Checked on the environment as the context leaves it,
+ * then on a user's value (a separate test: Check forks each one). */
+static char *env_copy(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? strdup(v) : NULL;
+}
+
+static bool on_pocl(ln_context *ctx)
+{
+    ln_device_info info;
+    tu_assert_ok(ctx, ln_context_device_info(ctx, &info));
+    return strstr(info.platform_name, "Portable Computing Language") != NULL;
+}
+
+START_TEST(pocl_build_flag_set_when_unset)
+{
+    char *before = env_copy("POCL_EXTRA_BUILD_FLAGS");
+    ln_context *ctx = tu_context();
+    const char *after = getenv("POCL_EXTRA_BUILD_FLAGS");
+    if (before)
+        ck_assert_str_eq(after, before); /* the user's (or an earlier test's) value */
+    else if (on_pocl(ctx))
+        ck_assert_str_eq(after, "-DUSE_VECTOR_MAD=1");
+    else
+        ck_assert_ptr_null(after);
+    ln_context_destroy(ctx);
+    free(before);
+}
+END_TEST
+
+START_TEST(pocl_build_flag_user_value_kept)
+{
+    setenv("POCL_EXTRA_BUILD_FLAGS", "-DLN_TEST_USER_FLAG=1", 1);
+    ln_context *ctx = tu_context();
+    ck_assert_str_eq(getenv("POCL_EXTRA_BUILD_FLAGS"), "-DLN_TEST_USER_FLAG=1");
+    ln_context_destroy(ctx);
+    unsetenv("POCL_EXTRA_BUILD_FLAGS");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("context");
@@ -138,6 +182,8 @@ int main(void)
     tcase_add_test(tc, honours_ln_device);
     tcase_add_test(tc, null_handles_are_safe);
     tcase_add_test(tc, device_memory_is_counted_and_capped);
+    tcase_add_test(tc, pocl_build_flag_set_when_unset);
+    tcase_add_test(tc, pocl_build_flag_user_value_kept);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }

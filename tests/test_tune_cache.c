@@ -486,9 +486,14 @@ static ln_tune_entry clblast_entry(int kernel, uint64_t n, const long long *valu
     return e;
 }
 
-/* Xgemm as ln-tune's first CPU candidate: 64x64 tiles, 8x8 threads, 4-wide
- * vectors, no local memory (valid on every device with 64 work-items). */
+/* A valid Xgemm set: 64x64 tiles, 8x8 threads, 4-wide vectors, no local
+ * memory (valid on every device with 64 work-items). */
 static const long long xgemm_ok[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4};
+/* Xgemm as ln-tune's first AVX-512 CPU candidate: 128x48 tiles, 4x4
+ * threads, 16-wide vectors, local memory (45 KiB: valid on PoCL and on
+ * GPUs with 48 KiB); on PoCL it is built with USE_VECTOR_MAD
+ * (src/gemm_tuning.c), so the override test checks that path's results. */
+static const long long xgemm_cpu_first[16] = {0, 1, 64, 8, 4, 4, 128, 4, 4, 48, 1, 1, 0, 0, 16, 4};
 
 /* y = x w^T + b through ln_linear_host, against float64, at sizes that are
  * no multiple of any tile (CLBlast pads them on the indirect path). */
@@ -519,7 +524,7 @@ START_TEST(clblast_override_applied)
     ck_assert_int_eq(tuning(a).clblast_overrides, 0);
     const long long all_indirect[1] = {0};
     ln_tune_entry e[3] = {
-        clblast_entry(LN_CB_XGEMM, 256, xgemm_ok, 16),
+        clblast_entry(LN_CB_XGEMM, 256, xgemm_cpu_first, 16),
         clblast_entry(LN_CB_GEMM_ROUTINE, 256, all_indirect, 1),
         /* measured, CLBlast's own kept: nothing to apply */
         clblast_entry(LN_CB_XGEMM_DIRECT, 256, NULL, 0),
@@ -540,7 +545,7 @@ START_TEST(clblast_override_applied)
     for (size_t i = 0; i < t.count; i++)
         if (strcmp(t.entries[i].kernel, "clblast-Xgemm") == 0)
             for (int p = 0; p < 16; p++)
-                ck_assert_int_eq(t.entries[i].clblast[p], xgemm_ok[p]);
+                ck_assert_int_eq(t.entries[i].clblast[p], xgemm_cpu_first[p]);
     ln_tune_table_free(&t);
 
     char err[4096];
@@ -556,6 +561,7 @@ START_TEST(clblast_override_applied)
      * and still computes the right thing, tile-multiple or not. */
     check_linear(b, 37, 70, 53);
     check_linear(b, 128, 64, 192);
+    check_linear(b, 261, 384, 100); /* several 128x48 tiles, K over 6 KWG steps */
     ln_context_destroy(b);
     /* CLBlast keeps the override for the process: a later context says so. */
     ln_context *c = tu_context();

@@ -227,12 +227,30 @@ static gemm_result measure_all(ln_context *ctx, gemm_work *w, int runs, bool sto
 /* ---------------------------------------------------------- candidates */
 
 /* Xgemm in CLBlast's order: GEMMK KREG KWG KWI MDIMA MDIMC MWG NDIMB NDIMC
- * NWG SA SB STRM STRN VWM VWN. The first four suit CPUs (no local memory:
- * PoCL emulates it; 64-wide tiles, 4-wide vectors: 6.1 GFLOP/s against
- * CLBlast's default 2.7 at 256x1536x384 on the 2-core CI machine), the
- * rest are the GPU shapes of CLBlast's database (16x16 threads, local
- * memory, 64 and 128 tiles). */
+ * NWG SA SB STRM STRN VWM VWN. CPU sets first, then the GPU shapes of
+ * CLBlast's database (16x16 threads, local memory, 64 and 128 tiles).
+ *
+ * CPU sets: PoCL runs a work-group as a loop over its work-items, each
+ * one's code vectorised only by its own vector types. So the vector width
+ * VWM should be the SIMD width (16 floats on AVX-512, 8 on AVX2; the
+ * device's preferred width picks which comes first) and each work-item a
+ * register-blocked micro-kernel (MWI = 2 vectors by NWI = 12 columns).
+ * Local memory (SA = SB = 1) makes the barrier-split loops work on a
+ * KWG-deep tile that stays in L1, as a BLAS packs its panels. Measured on
+ * the 2-core Skylake-AVX512 machine, 2048x1536x384 with USE_VECTOR_MAD
+ * (gemm_tuning.c), medians of 9 over repeated runs on a shared machine:
+ * 128x48 tiles, 4x4 threads, KWG 64: 45-72 GFLOP/s; KWG 32 or 128, KWI
+ * 16, 64x96 tiles or 2x2 threads with 4-vector rows: the same within that
+ * noise; 64x16 tiles without local memory: 39-49; CLBlast's default
+ * 15-22; OpenBLAS 168. The 8-wide second set is the first scaled to AVX2's
+ * 16 registers, not measured here (this machine has AVX-512). The older
+ * 4-wide sets (6.1 against the default's 2.7 at 256x1536x384 before
+ * USE_VECTOR_MAD) follow. */
 static const long long xgemm_cpu[][16] = {
+    {0, 1, 64, 8, 4, 4, 128, 4, 4, 48, 1, 1, 0, 0, 16, 4},
+    {0, 1, 64, 8, 4, 4, 64, 4, 4, 24, 1, 1, 0, 0, 8, 2},
+    {0, 1, 64, 4, 8, 8, 256, 8, 8, 96, 1, 1, 0, 0, 16, 4},
+    {0, 1, 32, 4, 2, 2, 64, 2, 2, 16, 0, 0, 0, 0, 16, 8},
     {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4},
     {0, 1, 32, 2, 8, 8, 32, 8, 8, 32, 0, 0, 1, 1, 4, 4},
     {0, 1, 32, 2, 8, 8, 64, 16, 16, 128, 0, 0, 1, 1, 4, 8},
@@ -246,6 +264,10 @@ static const long long xgemm_gpu[][16] = {
 };
 /* XgemmDirect: KWID MDIMAD MDIMCD NDIMBD NDIMCD PADA PADB VWMD VWND WGD. */
 static const long long direct_cpu[][10] = {
+    /* 8-wide, 4x4 threads, KWID 8: 14-19 GFLOP/s at 2048x{64,256,384}x{64,384}
+     * where the next one ran 8-12 (2-core Skylake-AVX512, PoCL 3.1). 16-wide
+     * XgemmDirect sets took PoCL over 6 minutes to build: none here. */
+    {8, 4, 4, 4, 4, 1, 1, 8, 4, 32},
     {2, 8, 8, 8, 8, 1, 1, 4, 4, 32},
     {8, 8, 8, 8, 8, 1, 1, 8, 8, 64},
     {2, 8, 8, 8, 8, 1, 1, 2, 2, 16},
@@ -335,27 +357,47 @@ static gemm_cand pure(int kernel, const long long *v)
     return c;
 }
 
+#define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* Adds the curated Xgemm sets of `sets`, those whose VWM is the device's
+ * preferred float width first, until `want` were added since `start`. */
+static int push_xgemm_sets(gemm_cand *out, int n, int start, int want, const long long (*sets)[16],
+                           int count, cl_uint preferred, const ln_device_info *info, size_t wg_cap)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < count && n - start < want; i++) {
+            if ((sets[i][14] == (long long)preferred) != (pass == 0))
+                continue;
+            gemm_cand c = pure(LN_CB_XGEMM, sets[i]);
+            n = push_cand(out, n, &c, info, wg_cap);
+        }
+    return n;
+}
+
 /* Phase 1 then phase 2: curated sets (the device kind's first), then in
  * --full random ones; `per_kernel` of each at most. */
-static int build_candidates(const ln_device_info *info, size_t wg_cap, bool quick,
-                            gemm_cand *out)
+static int build_candidates(const ln_device_info *info, cl_uint preferred, size_t wg_cap,
+                            bool quick, gemm_cand *out)
 {
     int n = 0;
     uint64_t rng = 0x6a09e667f3bcc909ull;
     const int curated_x = quick ? 1 : 8, random_x = quick ? 0 : 8;
     const int curated_d = quick ? 1 : 6, random_d = quick ? 0 : 6;
-    const long long(*xa)[16] = info->is_gpu ? xgemm_gpu : xgemm_cpu;
-    const long long(*xb)[16] = info->is_gpu ? xgemm_cpu : xgemm_gpu;
     const long long(*da)[10] = info->is_gpu ? direct_gpu : direct_cpu;
     const long long(*db)[10] = info->is_gpu ? direct_cpu : direct_gpu;
+    const int nda = info->is_gpu ? COUNT_OF(direct_gpu) : COUNT_OF(direct_cpu);
+    const int ndb = info->is_gpu ? COUNT_OF(direct_cpu) : COUNT_OF(direct_gpu);
     int start = n;
-    for (int i = 0; i < 4 && n - start < curated_x; i++) {
-        gemm_cand c = pure(LN_CB_XGEMM, xa[i]);
-        n = push_cand(out, n, &c, info, wg_cap);
-    }
-    for (int i = 0; i < 4 && n - start < curated_x; i++) {
-        gemm_cand c = pure(LN_CB_XGEMM, xb[i]);
-        n = push_cand(out, n, &c, info, wg_cap);
+    if (info->is_gpu) {
+        n = push_xgemm_sets(out, n, start, curated_x, xgemm_gpu, COUNT_OF(xgemm_gpu), preferred,
+                            info, wg_cap);
+        n = push_xgemm_sets(out, n, start, curated_x, xgemm_cpu, COUNT_OF(xgemm_cpu), preferred,
+                            info, wg_cap);
+    } else {
+        n = push_xgemm_sets(out, n, start, curated_x, xgemm_cpu, COUNT_OF(xgemm_cpu), preferred,
+                            info, wg_cap);
+        n = push_xgemm_sets(out, n, start, curated_x, xgemm_gpu, COUNT_OF(xgemm_gpu), preferred,
+                            info, wg_cap);
     }
     for (int i = 0, added = 0; i < 4 * random_x && added < random_x; i++) {
         long long v[16];
@@ -367,11 +409,11 @@ static int build_candidates(const ln_device_info *info, size_t wg_cap, bool quic
         added += n > before;
     }
     start = n;
-    for (int i = 0; i < 3 && n - start < curated_d; i++) {
+    for (int i = 0; i < nda && n - start < curated_d; i++) {
         gemm_cand c = pure(LN_CB_XGEMM_DIRECT, da[i]);
         n = push_cand(out, n, &c, info, wg_cap);
     }
-    for (int i = 0; i < 3 && n - start < curated_d; i++) {
+    for (int i = 0; i < ndb && n - start < curated_d; i++) {
         gemm_cand c = pure(LN_CB_XGEMM_DIRECT, db[i]);
         n = push_cand(out, n, &c, info, wg_cap);
     }
@@ -568,7 +610,11 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     if (ctx->info.is_cpu && wg_cap > 256)
         wg_cap = 256; /* PoCL runs a group as a loop on one core (ln_tune.c) */
     gemm_cand cands[MAX_GEMM_CANDS];
-    int nc = build_candidates(&ctx->info, wg_cap, o->quick, cands);
+    cl_uint preferred = 1;
+    if (clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(preferred),
+                        &preferred, NULL) != CL_SUCCESS)
+        preferred = 1;
+    int nc = build_candidates(&ctx->info, preferred, wg_cap, o->quick, cands);
     static gemm_result res[MAX_GEMM_CANDS + 1];
     memset(res, 0, sizeof(res));
     /* The last set of each kernel CLBlast built: a candidate that fails to
