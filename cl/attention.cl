@@ -22,12 +22,15 @@
  * (P V) in registers so one vector load feeds ATTN_BLOCK FMAs. Those
  * ATTN_BLOCK loops carry `#pragma unroll` (a hint any OpenCL C compiler may
  * ignore): PoCL 3.1 left them rolled, so the block's accumulators and row
- * pointers lived on the stack and every FMA became a load, multiply, add
- * and store. Unrolled, and built with -cl-mad-enable (src/attention.c) so
- * mad() is one FMA, attention-bench on the 2-core Skylake-AVX512 machine
- * (B = 1, 12 heads of 32, S read) went from 69 / 1144-1222 ms to 39-40 /
- * 553-738 ms at n = 1024 / 4096, and with S recomputed from 108-117 /
- * 1867 to 44-52 / 871-884.
+ * pointers lived on the stack and every multiply-add became a load,
+ * multiply, add and store. Unrolled, attention-bench on the 2-core
+ * Skylake-AVX512 machine (B = 1, 12 heads of 32, S read; two runs each,
+ * shared machine) went from 69 / 1144-1222 ms to 39-47 / 553-839 ms at
+ * n = 1024 / 4096, and with S recomputed from 108-117 / 1867 to 44-73 /
+ * 871-1087. The kernel is also built with -cl-mad-enable (src/attention.c),
+ * but PoCL 3.1 still emits a multiply and an add for mad() (perf annotate):
+ * the gain is the unrolling. fma() instead of mad() measured no better in a
+ * noisy run, so it stays mad().
  *
  * attention_rows: the GPU's kernel for a precomputed S, one work-item per
  * (query, head); its own comment below says why.

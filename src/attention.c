@@ -207,8 +207,8 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
 /* Builds attention_fused for the plan. The kernel declares its work-group
  * size (reqd_work_group_size), so a device that allows fewer work-items
  * for it gets a rebuild with the largest power of two it allows.
- * -cl-mad-enable lets mad() be one fused multiply-add: PoCL otherwise
- * emits a multiply and an add (the kernel's comment has the numbers). */
+ * -cl-mad-enable lets a compiler fuse mad() into one multiply-add (PoCL
+ * 3.1 does not; GPU compilers do anyway; see the kernel's comment). */
 static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_kernel *out)
 {
     for (;;) {

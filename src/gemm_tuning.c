@@ -273,9 +273,16 @@ int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect)
  * CLBlast builds its programs at its first call, so setting it when the
  * first PoCL context is created is in time. A value the user set is left
  * alone; setenv runs once (pthread_once) so ln-cl never races itself on
- * the environment. */
+ * the environment. LN_POCL_VECTOR_MAD=0 leaves the variable unset: PoCL
+ * 3.1 leaks its copy of the options (about 200 bytes per successful
+ * clBuildProgram) whenever POCL_EXTRA_BUILD_FLAGS is set (clBuildProgram.c
+ * frees it only on the error path), which LeakSanitizer and valgrind
+ * report; CI's sanitizer runs opt out (.ci/hardening). */
 static void set_pocl_flags(void)
 {
+    const char *opt = getenv("LN_POCL_VECTOR_MAD");
+    if (opt && strcmp(opt, "0") == 0)
+        return;
     if (!getenv("POCL_EXTRA_BUILD_FLAGS"))
         setenv("POCL_EXTRA_BUILD_FLAGS", "-DUSE_VECTOR_MAD=1", 0);
 }

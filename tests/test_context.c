@@ -130,9 +130,10 @@ START_TEST(device_memory_is_counted_and_capped)
 END_TEST
 
 /* On PoCL, context creation sets POCL_EXTRA_BUILD_FLAGS for CLBlast's
- * vector kernels (src/gemm_tuning.c) unless the user set it; elsewhere it
- * touches nothing. Checked on the environment as the context leaves it,
- * then on a user's value (a separate test: Check forks each one). */
+ * vector kernels (src/gemm_tuning.c) unless the user set it or
+ * LN_POCL_VECTOR_MAD=0; elsewhere it touches nothing. Checked on the
+ * environment as the context leaves it, then on a user's value, then with
+ * the opt-out (separate tests: Check forks each one). */
 static char *env_copy(const char *name)
 {
     const char *v = getenv(name);
@@ -146,6 +147,12 @@ static bool on_pocl(ln_context *ctx)
     return strstr(info.platform_name, "Portable Computing Language") != NULL;
 }
 
+static bool opted_out(void)
+{
+    const char *opt = getenv("LN_POCL_VECTOR_MAD");
+    return opt && strcmp(opt, "0") == 0;
+}
+
 START_TEST(pocl_build_flag_set_when_unset)
 {
     char *before = env_copy("POCL_EXTRA_BUILD_FLAGS");
@@ -153,12 +160,22 @@ START_TEST(pocl_build_flag_set_when_unset)
     const char *after = getenv("POCL_EXTRA_BUILD_FLAGS");
     if (before)
         ck_assert_str_eq(after, before); /* the user's (or an earlier test's) value */
-    else if (on_pocl(ctx))
+    else if (on_pocl(ctx) && !opted_out())
         ck_assert_str_eq(after, "-DUSE_VECTOR_MAD=1");
     else
         ck_assert_ptr_null(after);
     ln_context_destroy(ctx);
     free(before);
+}
+END_TEST
+
+START_TEST(pocl_build_flag_opt_out)
+{
+    unsetenv("POCL_EXTRA_BUILD_FLAGS");
+    setenv("LN_POCL_VECTOR_MAD", "0", 1);
+    ln_context *ctx = tu_context();
+    ck_assert_ptr_null(getenv("POCL_EXTRA_BUILD_FLAGS"));
+    ln_context_destroy(ctx);
 }
 END_TEST
 
@@ -184,6 +201,7 @@ int main(void)
     tcase_add_test(tc, device_memory_is_counted_and_capped);
     tcase_add_test(tc, pocl_build_flag_set_when_unset);
     tcase_add_test(tc, pocl_build_flag_user_value_kept);
+    tcase_add_test(tc, pocl_build_flag_opt_out);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
