@@ -239,7 +239,7 @@ cl_program ln_binary_cache_load(ln_context *ctx, const char *family, const char 
         prog = NULL;
         goto done;
     }
-    err = clBuildProgram(prog, 1, &ctx->device, full_options, NULL, NULL);
+    err = ln_build_program(ctx, prog, full_options);
     if (err != CL_SUCCESS) {
         char why[160];
         snprintf(why, sizeof(why), "building from it failed (%s)", ln_cl_error_name(err));

@@ -277,7 +277,8 @@ int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect)
  * 3.1 leaks its copy of the options (about 200 bytes per successful
  * clBuildProgram) whenever POCL_EXTRA_BUILD_FLAGS is set (clBuildProgram.c
  * frees it only on the error path), which LeakSanitizer and valgrind
- * report; CI's sanitizer runs opt out (.ci/hardening). */
+ * report (CI's valgrind step opts out; its asan build ignores allocations
+ * inside clBuildProgram, src/program.c). */
 static void set_pocl_flags(void)
 {
     const char *opt = getenv("LN_POCL_VECTOR_MAD");

@@ -389,6 +389,9 @@ int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect);
  * entry at the largest shape (an empty set keeps CLBlast's own), each
  * invalid one ignored with a warning on stderr. */
 void ln_clblast_apply(ln_context *ctx, const ln_tune_table *t, int *applied, int *rejected);
+/* clBuildProgram for `ctx`'s device (src/program.c; PoCL's options leak
+ * kept out of LeakSanitizer's reports). */
+cl_int ln_build_program(ln_context *ctx, cl_program prog, const char *options);
 /* On PoCL, the build flag CLBlast's vector kernels need (gemm_tuning.c);
  * called before anything builds on the device. */
 void ln_clblast_prepare_compiler(const ln_device_info *info);
