@@ -387,18 +387,13 @@ static int build_candidates(const ln_device_info *info, cl_uint preferred, size_
     const long long(*db)[10] = info->is_gpu ? direct_cpu : direct_gpu;
     const int nda = info->is_gpu ? COUNT_OF(direct_gpu) : COUNT_OF(direct_cpu);
     const int ndb = info->is_gpu ? COUNT_OF(direct_cpu) : COUNT_OF(direct_gpu);
+    const long long(*xa)[16] = info->is_gpu ? xgemm_gpu : xgemm_cpu;
+    const long long(*xb)[16] = info->is_gpu ? xgemm_cpu : xgemm_gpu;
+    const int nxa = info->is_gpu ? COUNT_OF(xgemm_gpu) : COUNT_OF(xgemm_cpu);
+    const int nxb = info->is_gpu ? COUNT_OF(xgemm_cpu) : COUNT_OF(xgemm_gpu);
     int start = n;
-    if (info->is_gpu) {
-        n = push_xgemm_sets(out, n, start, curated_x, xgemm_gpu, COUNT_OF(xgemm_gpu), preferred,
-                            info, wg_cap);
-        n = push_xgemm_sets(out, n, start, curated_x, xgemm_cpu, COUNT_OF(xgemm_cpu), preferred,
-                            info, wg_cap);
-    } else {
-        n = push_xgemm_sets(out, n, start, curated_x, xgemm_cpu, COUNT_OF(xgemm_cpu), preferred,
-                            info, wg_cap);
-        n = push_xgemm_sets(out, n, start, curated_x, xgemm_gpu, COUNT_OF(xgemm_gpu), preferred,
-                            info, wg_cap);
-    }
+    n = push_xgemm_sets(out, n, start, curated_x, xa, nxa, preferred, info, wg_cap);
+    n = push_xgemm_sets(out, n, start, curated_x, xb, nxb, preferred, info, wg_cap);
     for (int i = 0, added = 0; i < 4 * random_x && added < random_x; i++) {
         long long v[16];
         int before = n;
