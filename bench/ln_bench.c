@@ -474,7 +474,9 @@ static void bench_shape(ln_context *ctx, const options *o, const ln_model_config
 
 typedef struct gemm_shape {
     char label[96];
-    size_t m, n, k, batch; /* C[m, n] = A[m, k] B^T, B stored [n, k] */
+    size_t m, n, k, batch; /* C[m, n] = A[m, k] B, B stored [k, n] (W^T, as the model
+                            * keeps its Linear weights) or, when trans_b, [n, k] */
+    bool trans_b;
 } gemm_shape;
 
 typedef struct gemm_result {
@@ -483,10 +485,11 @@ typedef struct gemm_result {
 } gemm_result;
 
 static void add_gemm(gemm_shape *list, int *count, size_t m, size_t n, size_t k, size_t batch,
-                     const char *label)
+                     bool trans_b, const char *label)
 {
     for (int i = 0; i < *count; i++)
-        if (list[i].m == m && list[i].n == n && list[i].k == k && list[i].batch == batch) {
+        if (list[i].m == m && list[i].n == n && list[i].k == k && list[i].batch == batch &&
+            list[i].trans_b == trans_b) {
             size_t used = strlen(list[i].label);
             snprintf(list[i].label + used, sizeof(list[i].label) - used, ", %s", label);
             return;
@@ -495,7 +498,7 @@ static void add_gemm(gemm_shape *list, int *count, size_t m, size_t n, size_t k,
         return;
     gemm_shape *g = &list[(*count)++];
     snprintf(g->label, sizeof(g->label), "%s", label);
-    g->m = m, g->n = n, g->k = k, g->batch = batch;
+    g->m = m, g->n = n, g->k = k, g->batch = batch, g->trans_b = trans_b;
 }
 
 /* The model's Linear GEMMs at `rows` rows, in forward order, deduplicated. */
@@ -506,20 +509,20 @@ static int model_gemms(const ln_model_config *c, size_t rows, gemm_shape *list)
     char label[48];
     for (int k = 0; k < c->n_scales; k++)
         sum += (size_t)c->scales[k];
-    add_gemm(list, &count, rows, d, (size_t)c->pos_hidden, 1, "pos");
-    add_gemm(list, &count, rows, sum, d, 1, "proj");
+    add_gemm(list, &count, rows, d, (size_t)c->pos_hidden, 1, true, "pos"); /* public ln_linear */
+    add_gemm(list, &count, rows, sum, d, 1, false, "proj");
     for (int k = 0; k < c->n_scales; k++) {
         size_t w = (size_t)c->scales[k], f = w * (size_t)c->ffn_mult;
         snprintf(label, sizeof(label), "qkv%zu", w);
-        add_gemm(list, &count, rows, 3 * w, w, 1, label);
+        add_gemm(list, &count, rows, 3 * w, w, 1, false, label);
         snprintf(label, sizeof(label), "out%zu", w);
-        add_gemm(list, &count, rows, w, w, 1, label);
+        add_gemm(list, &count, rows, w, w, 1, false, label);
         snprintf(label, sizeof(label), "ffn1_%zu", w);
-        add_gemm(list, &count, rows, f, w, 1, label);
+        add_gemm(list, &count, rows, f, w, 1, false, label);
         snprintf(label, sizeof(label), "ffn2_%zu", w);
-        add_gemm(list, &count, rows, w, f, 1, label);
+        add_gemm(list, &count, rows, w, f, 1, false, label);
     }
-    add_gemm(list, &count, rows, d, sum, 1, "fusion");
+    add_gemm(list, &count, rows, d, sum, 1, false, "fusion");
     return count;
 }
 
@@ -540,10 +543,11 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
     double t[MAX_RUNS];
     for (int i = -o->warmup; i < o->repeats; i++) {
         double t0 = now_ms();
-        ln_status st = ln_gemm_batched(ctx, false, true, s->m, s->n, s->k, 1.0f,
-                                       ln_dmat_of(a, s->k), s->m * s->k, ln_dmat_of(b, s->k),
-                                       s->n * s->k, 0.0f, ln_dmat_of(c, s->n), s->m * s->n,
-                                       s->batch, "ln-bench");
+        ln_status st = ln_gemm_batched(ctx, false, s->trans_b, s->m, s->n, s->k, 1.0f,
+                                       ln_dmat_of(a, s->k), s->m * s->k,
+                                       ln_dmat_of(b, s->trans_b ? s->k : s->n), s->n * s->k,
+                                       0.0f, ln_dmat_of(c, s->n), s->m * s->n, s->batch,
+                                       "ln-bench");
         if (!st)
             st = ln_context_finish(ctx);
         if (st)
@@ -760,7 +764,7 @@ int main(int argc, char **argv)
                 size_t b = o.batch[bi], n = o.n[ni];
                 if (skipped(&o, b, n) || (double)b * n * n * 4 > (double)info.max_alloc_bytes)
                     continue;
-                gemm_shape s = {"", n, n, (size_t)cfg.d_model, b};
+                gemm_shape s = {"", n, n, (size_t)cfg.d_model, b, true};
                 snprintf(s.label, sizeof(s.label), "S = u u^T (B=%zu)", b);
                 fprintf(stderr, "ln-bench: GEMM %s n=%zu\n", s.label, n);
                 gemms[n_gemms++] = time_gemm(ctx, &o, &s);

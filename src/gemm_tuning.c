@@ -118,6 +118,13 @@ static bool xgemm_valid(const long long *v, const ln_device_info *info, size_t w
         CHECK(divides(VWN, KREG), "GEMMK 1: KREG %% VWN != 0");
         CHECK(MDIMC == MDIMA && NDIMC == NDIMB, "GEMMK 1: MDIMA must equal MDIMC, NDIMB NDIMC");
         CHECK(SA == 0 && SB == 0, "GEMMK 1 uses no local memory: SA and SB must be 0");
+        /* Two limits of CLBlast 1.5 that its tuner never meets, found on
+         * PoCL against float64: GEMMK 1 tiles C's columns by MWG but
+         * CLBlast pads n to NWG, so MWG != NWG garbles a 100x70 or
+         * 128x192 product; and its strided-batched routine pads k to KWG,
+         * not KWG KREG, so KREG > 1 reads past k (inf at k = 100). */
+        CHECK(MWG == NWG, "GEMMK 1: MWG must equal NWG (CLBlast pads m and n to each)");
+        CHECK(KREG == 1, "GEMMK 1: KREG must be 1 (CLBlast's batched GEMM pads k to KWG only)");
     }
     CHECK((size_t)(MDIMC * NDIMC) <= wg_cap, "work-group MDIMC * NDIMC = %lld exceeds %zu",
           MDIMC * NDIMC, wg_cap);

@@ -142,6 +142,12 @@ ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m,
                           size_t stride_b, float beta, ln_dmat c, size_t stride_c,
                           size_t batch, const char *what);
 
+/* ln_linear with the weight stored transposed, wt = W^T [in, out]: the
+ * model's layout, whose GEMM CLBlast runs without transposing (linear.c). */
+ln_status ln_linear_wt(ln_context *ctx, size_t rows, size_t in, size_t out, ln_dmat x,
+                       ln_dmat wt, cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
+                       ln_dmat residual, ln_dmat y);
+
 void ln_params_defaults(const ln_device_info *info, ln_params *p);
 
 /* Argument checks shared by every op. */
@@ -225,8 +231,9 @@ void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *
 #define LN_CACHE_FORMAT_VERSION 1u
 /* Bumped when ln-tune measures differently; tuning files of another
  * version are ignored as stale. */
-#define LN_TUNER_VERSION 3u /* 2: CLBlast GEMM entries, CLBlast version in the key; 3: CLBlast
-                              * sets chosen with USE_VECTOR_MAD on PoCL (gemm_tuning.c) */
+#define LN_TUNER_VERSION 4u /* 2: CLBlast GEMM entries, CLBlast version in the key; 3: CLBlast
+                              * sets chosen with USE_VECTOR_MAD on PoCL (gemm_tuning.c); 4:
+                              * the model's GEMMs timed against W^T [in, out] (linear.c) */
 /* Options every program is built with, before the family's own. */
 #define LN_BUILD_OPTIONS_BASE "-cl-std=CL1.2"
 

@@ -1,6 +1,7 @@
 /*
  * model.c: the LN encoder on the device: weights uploaded once (q, k, v and
- * every branch projection concatenated so each is one GEMM), a workspace
+ * every branch projection concatenated so each is one GEMM; Linear weights
+ * transposed, the layout linear.c says is cheapest for CLBlast), a workspace
  * for a chunk of whole sequences (as many as S fits the S budget: device
  * memory scales with the chunk, not B) allocated once and reused, and the
  * forward pass of SPEC.md chunk by chunk with its fusions: S computed once
@@ -24,7 +25,7 @@ typedef struct branch_weights {
 } branch_weights;
 
 typedef struct layer_weights {
-    cl_mem proj_w, proj_b; /* all branch projections: [sum(scales), d] */
+    cl_mem proj_w, proj_b; /* all branch projections: W^T [d, sum(scales)] */
     cl_mem fusion_w, fusion_b;
     branch_weights branch[LN_MAX_SCALES];
     size_t column[LN_MAX_SCALES]; /* branch k's first column in zcat */
@@ -50,8 +51,12 @@ struct ln_model {
 
 /* ------------------------------------------------------------ weights */
 
+/* The tensors `names` concatenated along their first dimension, uploaded
+ * as they are or, for Linear weights ([out_i, in] each, validated against
+ * the config before this runs), transposed: [in, sum out_i], the layout
+ * ln_linear_wt multiplies by without a transpose pass (linear.c). */
 static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const char **names,
-                               int count, cl_mem *out)
+                               int count, bool transpose, cl_mem *out)
 {
     size_t total = 0;
     for (int i = 0; i < count; i++) {
@@ -66,8 +71,18 @@ static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const ch
     size_t at = 0;
     for (int i = 0; i < count; i++) {
         const ln_tensor *t = ln_tensor_file_find(file, names[i]);
-        memcpy(host + at, t->data, t->count * sizeof(float));
-        at += t->count;
+        if (!transpose) {
+            memcpy(host + at, t->data, t->count * sizeof(float));
+            at += t->count;
+            continue;
+        }
+        /* at counts rows of W here: W[at + r][c] goes to W^T[c][at + r] */
+        const size_t rows = (size_t)t->shape[0], in = (size_t)t->shape[1], out_total = total / in;
+        const float *w = t->data;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < in; c++)
+                host[c * out_total + at + r] = w[r * in + c];
+        at += rows;
     }
     ln_status st = ln_buffer_from_host(m->ctx, host, total * sizeof(float), out, names[0]);
     if (!st) /* the upload is asynchronous; host must outlive it */
@@ -78,7 +93,7 @@ static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const ch
 
 static ln_status upload(ln_model *m, const ln_tensor_file *file, const char *name, cl_mem *out)
 {
-    return upload_concat(m, file, &name, 1, out);
+    return upload_concat(m, file, &name, 1, false, out);
 }
 
 static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
@@ -91,16 +106,17 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
         snprintf(names[k], sizeof(names[k]), "layers.%d.projections.%d.weight", l, k);
         ptrs[k] = names[k];
     }
-    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, &L->proj_w)))
+    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, true, &L->proj_w)))
         return st;
     for (int k = 0; k < m->cfg.n_scales; k++)
         snprintf(names[k], sizeof(names[k]), "layers.%d.projections.%d.bias", l, k);
-    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, &L->proj_b)))
+    if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, false, &L->proj_b)))
         return st;
     char n1[96], n2[96];
     snprintf(n1, sizeof(n1), "layers.%d.fusion.weight", l);
     snprintf(n2, sizeof(n2), "layers.%d.fusion.bias", l);
-    if ((st = upload(m, file, n1, &L->fusion_w)) || (st = upload(m, file, n2, &L->fusion_b)))
+    if ((st = upload_concat(m, file, (const char *[]){n1}, 1, true, &L->fusion_w)) ||
+        (st = upload(m, file, n2, &L->fusion_b)))
         return st;
     size_t column = 0;
     for (int k = 0; k < m->cfg.n_scales; k++) {
@@ -115,17 +131,24 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
         struct {
             const char *suffix;
             cl_mem *dst;
+            bool linear_weight;
         } single[] = {
-            {"ln1.weight", &B->ln1_g},      {"ln1.bias", &B->ln1_b},
-            {"attn.out_proj.weight", &B->out_w}, {"attn.out_proj.bias", &B->out_b},
-            {"attn.temperature", &B->temperature}, {"ln2.weight", &B->ln2_g},
-            {"ln2.bias", &B->ln2_b},        {"ffn.0.weight", &B->ffn1_w},
-            {"ffn.0.bias", &B->ffn1_b},     {"ffn.2.weight", &B->ffn2_w},
-            {"ffn.2.bias", &B->ffn2_b},
+            {"ln1.weight", &B->ln1_g, false},
+            {"ln1.bias", &B->ln1_b, false},
+            {"attn.out_proj.weight", &B->out_w, true},
+            {"attn.out_proj.bias", &B->out_b, false},
+            {"attn.temperature", &B->temperature, false},
+            {"ln2.weight", &B->ln2_g, false},
+            {"ln2.bias", &B->ln2_b, false},
+            {"ffn.0.weight", &B->ffn1_w, true},
+            {"ffn.0.bias", &B->ffn1_b, false},
+            {"ffn.2.weight", &B->ffn2_w, true},
+            {"ffn.2.bias", &B->ffn2_b, false},
         };
         for (size_t i = 0; i < sizeof(single) / sizeof(single[0]); i++) {
             snprintf(a, sizeof(a), "%s%s", p, single[i].suffix);
-            if ((st = upload(m, file, a, single[i].dst)))
+            if ((st = upload_concat(m, file, (const char *[]){a}, 1, single[i].linear_weight,
+                                    single[i].dst)))
                 return st;
         }
         /* q, k and v of a branch are one GEMM against [3w, w]. */
@@ -135,7 +158,7 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
             snprintf(b, sizeof(b), "%sattn.k_proj.%s", p, kind);
             snprintf(c, sizeof(c), "%sattn.v_proj.%s", p, kind);
             const char *qkv[3] = {a, b, c};
-            if ((st = upload_concat(m, file, qkv, 3, bias ? &B->qkv_b : &B->qkv_w)))
+            if ((st = upload_concat(m, file, qkv, 3, !bias, bias ? &B->qkv_b : &B->qkv_w)))
                 return st;
         }
     }
@@ -497,19 +520,19 @@ static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_
     ln_status st;
     /* z += out_proj(attn(LN1 z)); the attention result reuses a. */
     if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, eps, a)) ||
-        (st = ln_linear(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, w), B->qkv_b, 0,
-                        LN_EPILOGUE_BIAS, none, qkv)) ||
+        (st = ln_linear_wt(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b, 0,
+                           LN_EPILOGUE_BIAS, none, qkv)) ||
         (st = ln_semantic_attention(ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v, unit,
                                     s, B->temperature, lengths, mode, a)) ||
-        (st = ln_linear(ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
-                        LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+        (st = ln_linear_wt(ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
+                           LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
         return st;
     /* z += W4 gelu(W3 LN2 z + b3) + b4 */
     if ((st = ln_layernorm(ctx, rows, w, z, B->ln2_g, B->ln2_b, eps, a)) ||
-        (st = ln_linear(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, w), B->ffn1_b, 0,
-                        LN_EPILOGUE_BIAS_GELU, none, f)) ||
-        (st = ln_linear(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, B->ffn_width),
-                        B->ffn2_b, 0, LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+        (st = ln_linear_wt(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, B->ffn_width),
+                           B->ffn1_b, 0, LN_EPILOGUE_BIAS_GELU, none, f)) ||
+        (st = ln_linear_wt(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, w), B->ffn2_b, 0,
+                           LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
         return st;
     return LN_SUCCESS;
 }
@@ -523,8 +546,8 @@ static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h
     ln_dmat zcat = ln_dmat_of(m->ws.zcat, sum), hv = ln_dmat_of(h, m->d), none = {0};
     ln_status st;
     /* Every branch projection reads h: one GEMM into the concatenation. */
-    if ((st = ln_linear(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, m->d), L->proj_b, 0,
-                        LN_EPILOGUE_BIAS, none, zcat)))
+    if ((st = ln_linear_wt(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, sum), L->proj_b, 0,
+                           LN_EPILOGUE_BIAS, none, zcat)))
         return st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
         ln_dmat z = {m->ws.zcat, L->column[k], sum};
@@ -532,8 +555,8 @@ static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h
             return st;
     }
     /* h += F [z_1 .. z_K] + f, in place through the GEMM's beta. */
-    return ln_linear(ctx, rows, sum, m->d, zcat, ln_dmat_of(L->fusion_w, sum), L->fusion_b, 0,
-                     LN_EPILOGUE_BIAS_RESIDUAL, hv, hv);
+    return ln_linear_wt(ctx, rows, sum, m->d, zcat, ln_dmat_of(L->fusion_w, m->d), L->fusion_b,
+                        0, LN_EPILOGUE_BIAS_RESIDUAL, hv, hv);
 }
 
 static ln_status check_shape(ln_model *m, const char *op, size_t batch, size_t n)

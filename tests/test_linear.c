@@ -1,8 +1,10 @@
 /*
  * test_linear.c: Linear through CLBlast and its epilogues (src/linear.c,
- * cl/linear.cl) against float64, including strided column slices.
+ * cl/linear.cl) against float64, including strided column slices and the
+ * model's transposed-weight route.
  */
 #include "test_util.h"
+#include "internal.h" /* ln_linear_wt and the tracked-buffer helpers */
 
 #include <math.h>
 #include <stdlib.h>
@@ -136,6 +138,65 @@ START_TEST(linear_strided_slices)
 }
 END_TEST
 
+/* ln_linear_wt, the model's route: W^T [in, out] (src/linear.c), here at
+ * an offset inside a wider buffer (ld > out) or dense; sizes that are tile
+ * multiples (no CLBlast copy pass at all on PoCL's tuned GEMMK 1 sets) and
+ * odd ones; every epilogue. */
+static void check_wt(ln_context *ctx, size_t rows, size_t in, size_t out, ln_epilogue ep,
+                     size_t wt_off, size_t ldwt, uint64_t *rng)
+{
+    size_t wn = wt_off + in * ldwt;
+    float *x = tu_malloc(rows * in * 4), *w = tu_malloc(out * in * 4), *b = tu_malloc(out * 4),
+          *res = tu_malloc(rows * out * 4), *y = tu_malloc(rows * out * 4),
+          *wt = tu_malloc(wn * 4);
+    double *ref = tu_malloc(rows * out * 8);
+    tu_fill_normal(x, rows * in, 1.0f, rng);
+    tu_fill_linear(w, b, out, in, rng);
+    tu_fill_normal(res, rows * out, 1.0f, rng);
+    tu_fill(wt, wn, -9, 9, rng); /* what lies outside W^T must not count */
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++)
+            wt[wt_off + i * ldwt + o] = w[o * in + i];
+    cl_mem dx, dwt, db, dr, dy;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, x, rows * in * 4, &dx, "x"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, wt, wn * 4, &dwt, "w^T"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, out * 4, &db, "b"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, res, rows * out * 4, &dr, "residual"));
+    tu_assert_ok(ctx, ln_buffer_create(ctx, rows * out * 4, &dy, "y"));
+    ln_dmat vwt = {dwt, wt_off, ldwt};
+    tu_assert_ok(ctx, ln_linear_wt(ctx, rows, in, out, ln_dmat_of(dx, in), vwt, db, 0, ep,
+                                   ln_dmat_of(dr, out), ln_dmat_of(dy, out)));
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dy, y, rows * out * 4));
+    ref_linear(rows, in, out, x, w, b, ep, res, ref);
+    tu_assert_close(y, ref, rows * out, 1e-4, "linear W^T %zux%zu->%zu %s, W^T at %zu ld %zu",
+                    rows, in, out, ep_name[ep], wt_off, ldwt);
+    cl_mem all[] = {dx, dwt, db, dr, dy};
+    for (int i = 0; i < 5; i++)
+        ln_buffer_release(ctx, all[i]);
+    free(x), free(w), free(b), free(res), free(y), free(wt), free(ref);
+}
+
+START_TEST(linear_transposed_weights)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 13;
+    for (int ep = 0; ep <= LN_EPILOGUE_BIAS_RESIDUAL; ep++) {
+        check_wt(ctx, 128, 64, 192, (ln_epilogue)ep, 0, 192, &rng);
+        check_wt(ctx, 37, 70, 53, (ln_epilogue)ep, 0, 53, &rng);
+    }
+    check_wt(ctx, 64, 384, 128, LN_EPILOGUE_BIAS, 64, 384, &rng); /* a column slice */
+    check_wt(ctx, 131, 33, 71, LN_EPILOGUE_BIAS_GELU, 3, 80, &rng);
+    /* W^T's shape is [in, out]: a view too narrow for out is refused. */
+    cl_mem m;
+    tu_assert_ok(ctx, ln_buffer_create(ctx, 64 * 4, &m, "small"));
+    ln_dmat v = ln_dmat_of(m, 4);
+    tu_assert_status(ctx, ln_linear_wt(ctx, 2, 4, 8, v, v, m, 0, LN_EPILOGUE_BIAS, v, v),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ln_buffer_release(ctx, m);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(linear_rejects_bad_input)
 {
     ln_context *ctx = tu_context();
@@ -176,6 +237,7 @@ int main(void)
     tcase_add_test(tc, linear_model_widths);
     tcase_add_test(tc, linear_odd_sizes);
     tcase_add_test(tc, linear_strided_slices);
+    tcase_add_test(tc, linear_transposed_weights);
     tcase_add_test(tc, linear_rejects_bad_input);
     suite_add_tcase(s, tc);
     return tu_run(s);

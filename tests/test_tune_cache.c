@@ -489,11 +489,11 @@ static ln_tune_entry clblast_entry(int kernel, uint64_t n, const long long *valu
 /* A valid Xgemm set: 64x64 tiles, 8x8 threads, 4-wide vectors, no local
  * memory (valid on every device with 64 work-items). */
 static const long long xgemm_ok[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4};
-/* Xgemm as ln-tune's first AVX-512 CPU candidate: 128x48 tiles, 4x4
- * threads, 16-wide vectors, local memory (45 KiB: valid on PoCL and on
- * GPUs with 48 KiB); on PoCL it is built with USE_VECTOR_MAD
+/* Xgemm as ln-tune's first AVX-512 CPU candidate: the 2-D register
+ * tiling kernel (GEMMK 1), 64x64 tiles, 2x8 threads, 16-wide vectors, no
+ * local memory; on PoCL it is built with USE_VECTOR_MAD
  * (src/gemm_tuning.c), so the override test checks that path's results. */
-static const long long xgemm_cpu_first[16] = {0, 1, 64, 8, 4, 4, 128, 4, 4, 48, 1, 1, 0, 0, 16, 4};
+static const long long xgemm_cpu_first[16] = {1, 1, 32, 4, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1};
 
 /* y = x w^T + b through ln_linear_host, against float64, at sizes that are
  * no multiple of any tile (CLBlast pads them on the indirect path). */
@@ -514,7 +514,56 @@ static void check_linear(ln_context *ctx, size_t rows, size_t in, size_t out)
         }
     tu_assert_ok(ctx, ln_linear_host(ctx, rows, in, out, x, w, b, LN_EPILOGUE_BIAS, NULL, y));
     tu_assert_close(y, ref, rows * out, 1e-5, "linear %zux%zux%zu", rows, in, out);
-    free(x), free(w), free(b), free(y), free(ref);
+    /* The model's route, W^T [in, out]: copy-free on GEMMK 1 at tile
+     * multiples, padded otherwise. */
+    float *wt = tu_malloc(out * in * 4);
+    for (size_t o = 0; o < out; o++)
+        for (size_t i = 0; i < in; i++)
+            wt[i * out + o] = w[o * in + i];
+    cl_mem dx, dwt, db, dy;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, x, rows * in * 4, &dx, "x"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, wt, out * in * 4, &dwt, "w^T"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, out * 4, &db, "b"));
+    tu_assert_ok(ctx, ln_buffer_create(ctx, rows * out * 4, &dy, "y"));
+    ln_dmat none = {0};
+    tu_assert_ok(ctx, ln_linear_wt(ctx, rows, in, out, ln_dmat_of(dx, in), ln_dmat_of(dwt, out),
+                                   db, 0, LN_EPILOGUE_BIAS, none, ln_dmat_of(dy, out)));
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dy, y, rows * out * 4));
+    tu_assert_close(y, ref, rows * out, 1e-5, "linear W^T %zux%zux%zu", rows, in, out);
+    ln_buffer_release(ctx, dx), ln_buffer_release(ctx, dwt), ln_buffer_release(ctx, db);
+    ln_buffer_release(ctx, dy);
+    free(x), free(w), free(wt), free(b), free(y), free(ref);
+}
+
+/* Strided-batched C_i = A_i B_i, B_i [k, n], as attention's P V runs it,
+ * against float64, with k no multiple of the tiles. */
+static void check_batched_nn(ln_context *ctx, size_t batch, size_t m, size_t n, size_t k)
+{
+    uint64_t rng = tu_seed() + 7;
+    float *a = tu_malloc(batch * m * k * 4), *b = tu_malloc(batch * k * n * 4),
+          *c = tu_malloc(batch * m * n * 4);
+    double *ref = tu_malloc(batch * m * n * 8);
+    tu_fill(a, batch * m * k, -1, 1, &rng);
+    tu_fill(b, batch * k * n, -1, 1, &rng);
+    for (size_t i = 0; i < batch; i++)
+        for (size_t r = 0; r < m; r++)
+            for (size_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (size_t p = 0; p < k; p++)
+                    acc += (double)a[(i * m + r) * k + p] * b[(i * k + p) * n + j];
+                ref[(i * m + r) * n + j] = acc;
+            }
+    cl_mem da, dbm, dc;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, a, batch * m * k * 4, &da, "a"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, batch * k * n * 4, &dbm, "b"));
+    tu_assert_ok(ctx, ln_buffer_create(ctx, batch * m * n * 4, &dc, "c"));
+    tu_assert_ok(ctx, ln_gemm_batched(ctx, false, false, m, n, k, 1.0f, ln_dmat_of(da, k), m * k,
+                                      ln_dmat_of(dbm, n), k * n, 0.0f, ln_dmat_of(dc, n), m * n,
+                                      batch, "test"));
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dc, c, batch * m * n * 4));
+    tu_assert_close(c, ref, batch * m * n, 1e-5, "batched %zu x %zux%zux%zu", batch, m, n, k);
+    ln_buffer_release(ctx, da), ln_buffer_release(ctx, dbm), ln_buffer_release(ctx, dc);
+    free(a), free(b), free(c), free(ref);
 }
 
 START_TEST(clblast_override_applied)
@@ -561,7 +610,9 @@ START_TEST(clblast_override_applied)
      * and still computes the right thing, tile-multiple or not. */
     check_linear(b, 37, 70, 53);
     check_linear(b, 128, 64, 192);
-    check_linear(b, 261, 384, 100); /* several 128x48 tiles, K over 6 KWG steps */
+    check_linear(b, 261, 384, 100); /* several tiles each way, K over 12 KWG steps */
+    check_linear(b, 100, 96, 70);   /* m and n padded to different tile counts */
+    check_batched_nn(b, 3, 64, 32, 100);
     ln_context_destroy(b);
     /* CLBlast keeps the override for the process: a later context says so. */
     ln_context *c = tu_context();
@@ -670,6 +721,19 @@ START_TEST(clblast_validity)
                       ln_clblast_kernels[LN_CB_XGEMM].params[broken[i].param], broken[i].value,
                       ok ? "accepted" : why);
     }
+    /* GEMMK 1: valid as ln-tune's first CPU set, then each of CLBlast 1.5's
+     * limits broken (src/gemm_tuning.c: wrong results on PoCL otherwise). */
+    ck_assert_msg(ln_clblast_params_valid(LN_CB_XGEMM, xgemm_cpu_first, &ctx->info, 256, why,
+                                          sizeof(why)),
+                  "%s", why);
+    memcpy(v, xgemm_cpu_first, sizeof(v));
+    v[9] = 32; /* NWG 32 != MWG 64 */
+    ck_assert(!ln_clblast_params_valid(LN_CB_XGEMM, v, &ctx->info, 256, why, sizeof(why)));
+    ck_assert_msg(strstr(why, "MWG must equal NWG"), "%s", why);
+    memcpy(v, xgemm_cpu_first, sizeof(v));
+    v[1] = 2, v[2] = 16; /* KREG 2 */
+    ck_assert(!ln_clblast_params_valid(LN_CB_XGEMM, v, &ctx->info, 256, why, sizeof(why)));
+    ck_assert_msg(strstr(why, "KREG must be 1"), "%s", why);
     /* KWG a multiple of MDIMC * NDIMC / MDIMA: 8 * 8 / 2 = 32 does not divide 16. */
     memcpy(v, xgemm_ok, sizeof(v));
     v[2] = 16, v[3] = 2, v[4] = 2, v[6] = 64;

@@ -44,7 +44,8 @@
 #define COMPILE_GUESS_GPU 5.0
 
 typedef struct gemm_shape {
-    size_t m, n, k, batch; /* C[m, n] = A[m, k] B[n, k]^T, `batch` of them */
+    size_t m, n, k, batch; /* C[m, n] = A[m, k] B, `batch` of them */
+    bool trans_b;          /* B stored [n, k]; else [k, n], the model's W^T */
     int count;             /* runs per forward */
     char what[24];
     unsigned long long mnk; /* what CLBlast compares with the threshold cubed */
@@ -73,46 +74,49 @@ typedef struct gemm_work {
 
 /* ------------------------------------------------------------- shapes */
 
-static void add_shape(gemm_work *w, size_t m, size_t n, size_t k, size_t batch, const char *what,
-                      int times)
+static void add_shape(gemm_work *w, size_t m, size_t n, size_t k, size_t batch, bool trans_b,
+                      const char *what, int times)
 {
     for (int i = 0; i < w->count; i++)
-        if (w->s[i].m == m && w->s[i].n == n && w->s[i].k == k && w->s[i].batch == batch) {
+        if (w->s[i].m == m && w->s[i].n == n && w->s[i].k == k && w->s[i].batch == batch &&
+            w->s[i].trans_b == trans_b) {
             w->s[i].count += times;
             return;
         }
     if (w->count == MAX_GEMM_SHAPES)
         return;
     gemm_shape *s = &w->s[w->count++];
-    s->m = m, s->n = n, s->k = k, s->batch = batch, s->count = times;
+    s->m = m, s->n = n, s->k = k, s->batch = batch, s->trans_b = trans_b, s->count = times;
     snprintf(s->what, sizeof(s->what), "%s", what);
     s->mnk = (unsigned long long)m * n * k;
 }
 
-/* The GEMMs of one forward (src/model.c), all C = A B^T. */
+/* The GEMMs of one forward (src/model.c), each in the layout it runs in:
+ * S = u u^T and the positional layer (public ln_linear, W [out, in])
+ * against a transposed B, the model's Linears against W^T [in, out]. */
 static void model_shapes(gemm_work *w, const ln_model_config *cfg, size_t batch, size_t n)
 {
     const size_t rows = batch * n, d = (size_t)cfg->d_model;
     size_t sum = 0;
     for (int i = 0; i < cfg->n_scales; i++)
         sum += (size_t)cfg->scales[i];
-    add_shape(w, n, n, d, batch, "S=uu^T", 1);
-    add_shape(w, rows, d, (size_t)cfg->pos_hidden, 1, "positional", 1);
+    add_shape(w, n, n, d, batch, true, "S=uu^T", 1);
+    add_shape(w, rows, d, (size_t)cfg->pos_hidden, 1, true, "positional", 1);
     const int L = cfg->n_layers;
-    add_shape(w, rows, sum, d, 1, "proj", L);
+    add_shape(w, rows, sum, d, 1, false, "proj", L);
     for (int i = 0; i < cfg->n_scales; i++) {
         const size_t bw = (size_t)cfg->scales[i], f = bw * (size_t)cfg->ffn_mult;
         char what[24];
         snprintf(what, sizeof(what), "qkv w%zu", bw);
-        add_shape(w, rows, 3 * bw, bw, 1, what, L);
+        add_shape(w, rows, 3 * bw, bw, 1, false, what, L);
         snprintf(what, sizeof(what), "out w%zu", bw);
-        add_shape(w, rows, bw, bw, 1, what, L);
+        add_shape(w, rows, bw, bw, 1, false, what, L);
         snprintf(what, sizeof(what), "ffn1 w%zu", bw);
-        add_shape(w, rows, f, bw, 1, what, L);
+        add_shape(w, rows, f, bw, 1, false, what, L);
         snprintf(what, sizeof(what), "ffn2 w%zu", bw);
-        add_shape(w, rows, bw, f, 1, what, L);
+        add_shape(w, rows, bw, f, 1, false, what, L);
     }
-    add_shape(w, rows, d, sum, 1, "fusion", L);
+    add_shape(w, rows, d, sum, 1, false, "fusion", L);
 }
 
 static int by_mnk(const void *a, const void *b)
@@ -142,9 +146,9 @@ static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t seed)
 
 static ln_status run_gemm(ln_context *ctx, gemm_work *w, const gemm_shape *s)
 {
-    return ln_gemm_batched(ctx, false, true, s->m, s->n, s->k, 1.0f, ln_dmat_of(w->a, s->k),
-                           s->m * s->k, ln_dmat_of(w->b, s->k), s->n * s->k, 0.0f,
-                           ln_dmat_of(w->c, s->n), s->m * s->n, s->batch, "ln-tune");
+    return ln_gemm_batched(ctx, false, s->trans_b, s->m, s->n, s->k, 1.0f, ln_dmat_of(w->a, s->k),
+                           s->m * s->k, ln_dmat_of(w->b, s->trans_b ? s->k : s->n), s->n * s->k,
+                           0.0f, ln_dmat_of(w->c, s->n), s->m * s->n, s->batch, "ln-tune");
 }
 
 typedef struct gemm_call {
@@ -234,19 +238,35 @@ static gemm_result measure_all(ln_context *ctx, gemm_work *w, int runs, bool sto
  * one's code vectorised only by its own vector types. So the vector width
  * VWM should be the SIMD width (16 floats on AVX-512, 8 on AVX2; the
  * device's preferred width picks which comes first) and each work-item a
- * register-blocked micro-kernel (MWI = 2 vectors by NWI = 12 columns).
- * Local memory (SA = SB = 1) makes the barrier-split loops work on a
- * KWG-deep tile that stays in L1, as a BLAS packs its panels. Measured on
- * the 2-core Skylake-AVX512 machine, 2048x1536x384 with USE_VECTOR_MAD
- * (gemm_tuning.c), medians of 9 over repeated runs on a shared machine:
- * 128x48 tiles, 4x4 threads, KWG 64: 45-72 GFLOP/s; KWG 32 or 128, KWI
- * 16, 64x96 tiles or 2x2 threads with 4-vector rows: the same within that
- * noise; 64x16 tiles without local memory: 39-49; CLBlast's default
- * 15-22; OpenBLAS 168. The 8-wide second set is the first scaled to AVX2's
- * 16 registers, not measured here (this machine has AVX-512). The older
- * 4-wide sets (6.1 against the default's 2.7 at 256x1536x384 before
- * USE_VECTOR_MAD) follow. */
+ * register-blocked micro-kernel. All measured on the 2-core
+ * Skylake-AVX512 machine with USE_VECTOR_MAD (gemm_tuning.c), on a shared
+ * machine (OpenBLAS: 168 GFLOP/s at 2048x1536x384).
+ *
+ * First the 2-D register-tiling kernel (GEMMK 1): it reads the model's
+ * layout (x [rows, in] times W^T [in, out], linear.c) as it is, with no
+ * transpose or copy pass. Each work-item keeps MWI = 2 vectors of a C row
+ * by NWI = 8 rows and adds a broadcast element of A times a vector of B
+ * per step, a BLAS micro-kernel's shape; 64x64 tiles divide every width of
+ * the default model. Medians of 15-21, one run each: 75-108 GFLOP/s at
+ * 2048x{1536,384,1152,832}x{384,1536}, 1024x384x832 and 8192x64x64, and
+ * 0.65-1.8 ms at 64x1152x384 where the GEMMK 0 set below takes 4.2 ms in
+ * its layout (with its transposes); 4-vector rows, KWG 64, or 8 x 8
+ * threads with 1-vector rows: the same within the noise. The 8-wide one
+ * (2 vectors x 4 rows, for AVX2's 16 registers) is not measured here.
+ *
+ * Then the GEMMK 0 kernel, which needs A and C transposed in this layout:
+ * 128x48 tiles, 4x4 threads (MWI = 2 vectors by NWI = 12), KWG 64 and
+ * local memory (SA = SB = 1, a KWG-deep tile that stays in L1, as a BLAS
+ * packs its panels): 45-72 GFLOP/s at 2048x1536x384 with A W^T (medians of
+ * 9); KWG 32 or 128, KWI 16, 64x96 tiles or 2x2 threads with 4-vector
+ * rows: the same within that noise; 64x16 tiles without local memory:
+ * 39-49; CLBlast's default 15-22. Its 8-wide scaling to AVX2 follows,
+ * unmeasured, then the older 4-wide sets (6.1 against the default's 2.7 at
+ * 256x1536x384 before USE_VECTOR_MAD). */
 static const long long xgemm_cpu[][16] = {
+    {1, 1, 32, 4, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
+    {1, 1, 32, 4, 4, 4, 64, 16, 16, 64, 0, 0, 0, 0, 8, 1},
+    {1, 1, 16, 4, 1, 1, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
     {0, 1, 64, 8, 4, 4, 128, 4, 4, 48, 1, 1, 0, 0, 16, 4},
     {0, 1, 64, 8, 4, 4, 64, 4, 4, 24, 1, 1, 0, 0, 8, 2},
     {0, 1, 64, 4, 8, 8, 256, 8, 8, 96, 1, 1, 0, 0, 16, 4},
