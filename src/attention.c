@@ -246,10 +246,18 @@ ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
 {
     if (!ctx || !s_fits_device(ctx, batch, n))
         return LN_ATTENTION_RECOMPUTE_S;
-    /* ln-tune's mode for this shape's bucket, else the context's. */
+    /* ln-tune's mode for this shape's bucket, else the context's, but the
+     * context's (the mode every tuned bucket agreed on) only up to the
+     * largest n ln-tune measured: the two modes' costs grow differently
+     * with n. ln-tune --quick on the 2-core PoCL machine picked recompute
+     * at n = 64 and 256; at B = 1, n = 4096 the forward then took 3557 ms
+     * against 2602 with S precomputed (ln-bench, same run). */
     ln_params tp;
-    ln_tuned_params_for(ctx, "attention", batch, n, &tp);
-    if (tp.attn_mode == LN_ATTENTION_PRECOMPUTED_S || tp.attn_mode == LN_ATTENTION_RECOMPUTE_S)
+    bool own_bucket = ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    uint64_t largest = ln_tuned_largest_n(ctx, "attention");
+    bool measured_here = own_bucket || largest == 0 || ln_tune_bucket(n) <= largest;
+    if (measured_here &&
+        (tp.attn_mode == LN_ATTENTION_PRECOMPUTED_S || tp.attn_mode == LN_ATTENTION_RECOMPUTE_S))
         return (ln_attention_mode)tp.attn_mode;
     /* Within the budget; or a single sequence (the model's smallest chunk)
      * whose S takes at most 1/8 of device memory: precomputing it is

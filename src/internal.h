@@ -374,6 +374,9 @@ void ln_tune_context_free(ln_context *ctx);
  * per-bucket values (attention); false when no entry matches. */
 bool ln_tuned_params_for(const ln_context *ctx, const char *kernel, size_t batch, size_t n,
                          ln_params *out);
+/* The largest n (a bucket) the context's tuning file has an entry of
+ * `kernel` at; 0 when it has none. */
+uint64_t ln_tuned_largest_n(const ln_context *ctx, const char *kernel);
 
 /* CLBlast GEMM parameters (src/gemm_tuning.c). */
 /* Whether CLBlast can run `v` (ln_clblast_kernels[kernel].count values in

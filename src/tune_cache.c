@@ -603,6 +603,18 @@ bool ln_tuned_params_for(const ln_context *ctx, const char *kernel, size_t batch
     return false;
 }
 
+uint64_t ln_tuned_largest_n(const ln_context *ctx, const char *kernel)
+{
+    ln_cache_state *cs = ln_cache_state_of(ctx);
+    uint64_t largest = 0;
+    for (size_t i = 0; cs && i < cs->tuning.count; i++) {
+        const ln_tune_entry *e = &cs->tuning.entries[i];
+        if (strcmp(e->kernel, kernel) == 0 && e->n > largest)
+            largest = e->n;
+    }
+    return largest;
+}
+
 ln_status ln_context_tuning(const ln_context *ctx, ln_tuning_info *out)
 {
     if (!ctx || !out)

@@ -171,6 +171,31 @@ START_TEST(mode_applied_only_when_all_agree)
 }
 END_TEST
 
+/* A mode every tuned bucket agreed on holds up to the largest n measured;
+ * beyond it the S budget decides (src/attention.c says why). */
+START_TEST(agreed_mode_not_extrapolated)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    ln_tune_entry e[2] = {
+        entry("attention", 1, 64, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
+        entry("attention", 1, 256, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
+    };
+    char path[1024];
+    write_entries(a, e, 2, path, sizeof(path));
+    ln_context_destroy(a);
+    ln_context *b = tu_context();
+    ck_assert_int_eq(tuning(b).attn_mode, LN_ATTENTION_RECOMPUTE_S);
+    ck_assert_uint_eq(ln_tuned_largest_n(b, "attention"), 256);
+    ck_assert_uint_eq(ln_tuned_largest_n(b, "layernorm"), 0);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 200), LN_ATTENTION_RECOMPUTE_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 2, 256), LN_ATTENTION_RECOMPUTE_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 300), LN_ATTENTION_PRECOMPUTED_S);
+    ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 4096), LN_ATTENTION_PRECOMPUTED_S);
+    ln_context_destroy(b);
+}
+END_TEST
+
 /* Attention takes the tiles and mode of its own shape's bucket when ln-tune
  * has an entry there (src/attention.c), the device-wide ones otherwise,
  * and computes the same either way. */
@@ -777,6 +802,7 @@ int main(void)
     tcase_add_test(tc, buckets);
     tcase_add_test(tc, written_cache_is_applied);
     tcase_add_test(tc, mode_applied_only_when_all_agree);
+    tcase_add_test(tc, agreed_mode_not_extrapolated);
     tcase_add_test(tc, stale_driver_ignored);
     tcase_add_test(tc, stale_kernels_ignored);
     tcase_add_test(tc, stale_tuner_ignored);
