@@ -68,6 +68,23 @@ def find_reference():
     sys.exit("compare.py: ln_reference.py not found (set LN_REFERENCE)")
 
 
+def cpu_ticks():
+    """(all, steal) jiffies of /proc/stat's cpu line, None off Linux: steal
+    is time the hypervisor gave this VM's CPUs to someone else."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v), v[7]
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_pct(t0, t1):
+    if not t0 or not t1 or t1[0] <= t0[0]:
+        return None
+    return 100.0 * (t1[1] - t0[1]) / (t1[0] - t0[0])
+
+
 def load_module(path, name):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -430,6 +447,7 @@ def main():
     rows = []
     for b, n in shapes:
         load = os.getloadavg()[0]
+        ticks = cpu_ticks()
         print("shape B=%d n=%d (load %.2f): ln-bench ..." % (b, n, load), end="", flush=True)
         lb = run_bench(bench, args, ["--model", weights, "--batch", str(b), "--n", str(n),
                                      "--no-gemm"], env)
@@ -457,7 +475,9 @@ def main():
         print(" %.1f ms; sdpa %.1f ms%s" % (tr["ms"], ts["ms"],
                                            "; compiled %.1f ms" % tc["ms"] if tc else ""), end="")
         print(flush=True)
-        rows.append({"batch": b, "n": n, "loadavg_1min": [load, os.getloadavg()[0]], "ln_bench": s, "torch_reference": tr, "torch_sdpa": ts,
+        rows.append({"batch": b, "n": n, "loadavg_1min": [load, os.getloadavg()[0]],
+                     "steal_pct": steal_pct(ticks, cpu_ticks()), "ln_bench": s,
+                     "torch_reference": tr, "torch_sdpa": ts,
                      "torch_compiled_sdpa": tc, "ln_bench_device": lb["device"]})
         del x
 
@@ -489,23 +509,26 @@ def main():
           % (args.repeats, args.warmup))
     print("ln-cl on %s; PyTorch %s eager float32 on %s" % (
         dev, torch.__version__, env_info["cuda_name"] or "CPU (%d threads)" % torch.get_num_threads()))
-    hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s %6s" % (
+    hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s %6s %6s" % (
         "B", "n", "GFLOP", "ln-cl dev", "ln-cl enc", "torch ref", "torch sdpa", "compiled",
-        "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB", "load"))
+        "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB", "load", "steal%"))
     print(hdr)
     for r in rows:
         s, tr, ts, tc = r["ln_bench"], r["torch_reference"], r["torch_sdpa"], r["torch_compiled_sdpa"]
-        print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f %6.1f" % (
+        steal = r["steal_pct"]
+        print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f %6.1f %6s" % (
             r["batch"], r["n"], s["flops"]["total"] * 1e-9, s["encode_device_ms"], s["encode_ms"],
             tr["ms"], ts["ms"], fmt(tc["ms"] if tc else None), s["encode_device_ms"] / tr["ms"],
             s["encode_device_ms"] / ts["ms"], s["gflops_device"], s["peak_device_bytes"] / 2**20,
-            max(r["loadavg_1min"])))
+            max(r["loadavg_1min"]), "-" if steal is None else "%.0f" % steal))
     if cuda:
         print("torch peak MiB (reference / sdpa): " + ", ".join(
             "%dx%d %.0f/%.0f" % (r["batch"], r["n"], r["torch_reference"]["peak_bytes"] / 2**20,
                                  r["torch_sdpa"]["peak_bytes"] / 2**20) for r in rows))
     print("dev/ref, dev/sdpa: ln-cl encode_device time / PyTorch time (> 1: ln-cl slower);\n"
-          "load: 1-minute load average around the shape (> cores: other work shared the CPU).")
+          "load: 1-minute load average around the shape (> cores: other work shared the CPU);\n"
+          "steal%: share of CPU time the hypervisor gave to other machines meanwhile (this\n"
+          "machine's timings stretch by about that much, unevenly).")
     print("Minima of the same runs (steadier when the CPU is shared):")
     print("%3s %5s %10s %10s %10s %8s %8s" % ("B", "n", "ln-cl dev", "torch ref", "torch sdpa",
                                              "dev/ref", "dev/sdpa"))
