@@ -554,7 +554,8 @@ def main():
     if gemm:
         other = gemm["other"]
         name = other["name"] if other else "other"
-        print("\nSGEMM C[m,n] = A[m,k] B[n,k]^T (median ms): CLBlast via ln-cl vs %s" % name)
+        print("\nSGEMM C[m,n] = A[m,k] B (median ms): CLBlast via ln-cl, B stored as ln-cl runs it\n"
+              "(W^T [k, n] for the model's Linears, [n, k] for pos and S = u u^T), vs %s" % name)
         if other and not cuda:
             was = other.get("unset") or {}
             print("numpy %s; %s; OpenBLAS as threadpoolctl reports it: %s" % (

@@ -679,7 +679,8 @@ static void print_profile(const shape_result *r)
 
 static void print_gemms(const gemm_result *g, int count)
 {
-    printf("\nCLBlast SGEMM at the model's shapes (C = A B^T, median host wall incl. finish)\n");
+    printf("\nCLBlast SGEMM at the model's shapes (C = A B, B stored [k, n] as the model keeps its\n"
+           "Linear weights, [n, k] for pos and S = u u^T; median host wall incl. finish)\n");
     printf("%6s %6s %6s %5s %10s %10s %9s  %s\n", "m", "n", "k", "batch", "ms", "min ms",
            "GFLOP/s", "used by");
     for (int i = 0; i < count; i++)

@@ -76,6 +76,13 @@ static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const ch
             at += t->count;
             continue;
         }
+        const ln_tensor *first = ln_tensor_file_find(file, names[0]);
+        if (t->ndim != 2 || t->shape[1] != first->shape[1]) { /* the config check prevents it */
+            free(host);
+            return ln_fail(m->ctx, LN_ERROR_BAD_FILE,
+                           "weights: tensor %s is not a [out, %lld] Linear weight", names[i],
+                           (long long)first->shape[1]);
+        }
         /* at counts rows of W here: W[at + r][c] goes to W^T[c][at + r] */
         const size_t rows = (size_t)t->shape[0], in = (size_t)t->shape[1], out_total = total / in;
         const float *w = t->data;
@@ -151,7 +158,7 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
                                     single[i].dst)))
                 return st;
         }
-        /* q, k and v of a branch are one GEMM against [3w, w]. */
+        /* q, k and v of a branch are one GEMM against W^T [w, 3w]. */
         for (int bias = 0; bias < 2; bias++) {
             const char *kind = bias ? "bias" : "weight";
             snprintf(a, sizeof(a), "%sattn.q_proj.%s", p, kind);
