@@ -150,18 +150,26 @@ START_TEST(written_cache_is_applied)
 }
 END_TEST
 
-START_TEST(mode_applied_only_when_all_agree)
+/* A context in a fresh cache directory whose tuning file holds two
+ * attention entries of the given buckets and modes. */
+static ln_context *context_with_modes(uint64_t n0, int mode0, uint64_t n1, int mode1)
 {
     fresh_cache_dir();
     ln_context *a = tu_context();
     ln_tune_entry e[2] = {
-        entry("attention", 1, 4096, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
-        entry("attention", 1, 64, LN_TP_ATTN_MODE, LN_ATTENTION_PRECOMPUTED_S),
+        entry("attention", 1, n0, LN_TP_ATTN_MODE, mode0),
+        entry("attention", 1, n1, LN_TP_ATTN_MODE, mode1),
     };
     char path[1024];
     write_entries(a, e, 2, path, sizeof(path));
     ln_context_destroy(a);
-    ln_context *b = tu_context();
+    return tu_context();
+}
+
+START_TEST(mode_applied_only_when_all_agree)
+{
+    ln_context *b = context_with_modes(4096, LN_ATTENTION_RECOMPUTE_S, 64,
+                                       LN_ATTENTION_PRECOMPUTED_S);
     ck_assert_int_eq(tuning(b).attn_mode, LN_ATTENTION_AUTO);
     ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 64), LN_ATTENTION_PRECOMPUTED_S);
     ln_params p;
@@ -175,16 +183,7 @@ END_TEST
  * beyond it the S budget decides (src/attention.c says why). */
 START_TEST(agreed_mode_not_extrapolated)
 {
-    fresh_cache_dir();
-    ln_context *a = tu_context();
-    ln_tune_entry e[2] = {
-        entry("attention", 1, 64, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
-        entry("attention", 1, 256, LN_TP_ATTN_MODE, LN_ATTENTION_RECOMPUTE_S),
-    };
-    char path[1024];
-    write_entries(a, e, 2, path, sizeof(path));
-    ln_context_destroy(a);
-    ln_context *b = tu_context();
+    ln_context *b = context_with_modes(64, LN_ATTENTION_RECOMPUTE_S, 256, LN_ATTENTION_RECOMPUTE_S);
     ck_assert_int_eq(tuning(b).attn_mode, LN_ATTENTION_RECOMPUTE_S);
     ck_assert_uint_eq(ln_tuned_largest_n(b, "attention"), 256);
     ck_assert_uint_eq(ln_tuned_largest_n(b, "layernorm"), 0);
