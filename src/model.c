@@ -59,10 +59,16 @@ static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const ch
                                int count, bool transpose, cl_mem *out)
 {
     size_t total = 0;
+    const ln_tensor *first = ln_tensor_file_find(file, names[0]);
     for (int i = 0; i < count; i++) {
         const ln_tensor *t = ln_tensor_file_find(file, names[i]);
         if (!t)
             return ln_fail(m->ctx, LN_ERROR_BAD_FILE, "weights: tensor %s is missing", names[i]);
+        /* A Linear weight's shape; the config check already stops any other. */
+        if (transpose && (t->ndim != 2 || t->shape[1] != first->shape[1]))
+            return ln_fail(m->ctx, LN_ERROR_BAD_FILE,
+                           "weights: tensor %s is not a [out, %lld] Linear weight", names[i],
+                           (long long)first->shape[1]);
         total += t->count;
     }
     float *host = malloc(total * sizeof(float) + 1);
@@ -75,13 +81,6 @@ static ln_status upload_concat(ln_model *m, const ln_tensor_file *file, const ch
             memcpy(host + at, t->data, t->count * sizeof(float));
             at += t->count;
             continue;
-        }
-        const ln_tensor *first = ln_tensor_file_find(file, names[0]);
-        if (t->ndim != 2 || t->shape[1] != first->shape[1]) { /* the config check prevents it */
-            free(host);
-            return ln_fail(m->ctx, LN_ERROR_BAD_FILE,
-                           "weights: tensor %s is not a [out, %lld] Linear weight", names[i],
-                           (long long)first->shape[1]);
         }
         /* at counts rows of W here: W[at + r][c] goes to W^T[c][at + r] */
         const size_t rows = (size_t)t->shape[0], in = (size_t)t->shape[1], out_total = total / in;
