@@ -2,23 +2,30 @@
 # gpu_check.sh: the whole GPU check in one command, for a lent NVIDIA machine
 # whose image has CMake, python3 with CUDA PyTorch, and NVIDIA's OpenCL
 # library but none of our build dependencies (../shared/device/README.md):
-# build ln-cl against the carried packages, attention-bench, tune the
-# attention tiles, bench/compare.py (ln-bench against PyTorch on CUDA on the
-# same card), then the test suite on the GPU: measurements first, so a
-# lease cut short still brings them back. Every log and result lands in
-# $OUT (default /tmp/ln-gpu-check).
+# build ln-cl against the carried packages; ln-bench with CLBlast's own GEMM
+# parameters; CLBlast's own Xgemm tuner (clblast-utils) for a fixed time at
+# the model's largest GEMM, whose best sets ln-tune then tries first at the
+# model's B = 8 GEMM shapes (keeping one only if it beats CLBlast's defaults
+# over all of them); bench/compare.py (ln-bench tuned, against PyTorch on
+# CUDA on the same card); then the test suite on the GPU. Measurements come
+# first, so a lease cut short still brings them back.
 #
-#   ../shared/device/prepare.sh            # here, once: fills .device/
+#   ../shared/device/prepare.sh libjansson-dev libjansson4 clblast-utils
 #   cp ../shared/reference/ln_reference.py .device/
 #   device run, carry [".device"]:  bash bench/gpu_check.sh
 #
 # Steps are time-boxed (the lease is short) and one failing step does not
 # stop the next; each step's exit status is in $OUT/steps.txt.
-# LN_GPU_CHECK_STEPS picks steps (default: "build attn tune compare test").
+# LN_GPU_CHECK_STEPS picks steps (default: "build untuned clblast gemm
+# compare test"; "attn" (attention-bench) and "tune" (attention tiles) are
+# there to add). LN_GPU_CLBLAST_S: seconds of CLBlast's tuner (150);
+# LN_GPU_GEMM_BUDGET: ln-tune's GEMM budget (70 s: CLBlast's defaults, about
+# eight sets at 3-16 s of NVIDIA build each and the mix). All steps took
+# about 7 minutes on an H200 (2026-11-27), inside a 15-minute lease.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build attn tune compare test}
+STEPS=${LN_GPU_CHECK_STEPS:-build untuned clblast gemm compare test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
@@ -48,14 +55,34 @@ export LN_CACHE_DIR=/tmp/ln-gpu-check-cache
 export LN_REFERENCE=${LN_REFERENCE:-$REPO/.device/ln_reference.py}
 export PYTHONUNBUFFERED=1
 
-step build 180 bash -c "cmake -S '$REPO' -B $BUILD $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j16"
+step build 60 bash -c "cmake -S '$REPO' -B $BUILD $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j16"
 step attn 30 "$BUILD/bench/attention-bench" 1024 4096
-# Attention tiles at the shapes the encoder calls it with at B = 8 (n = 4096
-# runs in chunks of 2 sequences); the GEMM job is left out: on the H200 none
-# of its first candidates beat CLBlast's defaults (2026-11-26).
+# The forward and CLBlast's GEMM table with CLBlast's own parameters (the
+# cache directory is still empty), for the tuned-against-untuned ratio in
+# the same run.
+step untuned 30 bash -c "'$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --repeats 10 \
+    --warmup 2 --json >'$OUT/untuned.json'"
+# CLBlast's own Xgemm search (its variation 1 explores GPU-shaped sets in
+# random order) at the model's largest GEMM (ffn1 w384 at B = 8, n = 1024,
+# rows x 1536 x 384), stopped after LN_GPU_CLBLAST_S: its table is read, not
+# the JSON it writes only when a search ends.
+step clblast $((${LN_GPU_CLBLAST_S:-150} + 15)) bash -c "cd '$OUT' && timeout ${LN_GPU_CLBLAST_S:-150} \
+    clblast_tuner_xgemm -m 8192 -n 1536 -k 384 -runs 2 >'$OUT/clblast_tuner.txt' 2>&1; true"
+mapfile -t best < <(python3 "$REPO/bench/clblast_best_sets.py" "$OUT/clblast_tuner.txt" 3 \
+    2>>"$OUT/clblast_best.txt")
+tries=()
+for set in "${best[@]}"; do tries+=(--gemm-try "$set"); done
+# CLBlast's GEMM at the B = 8 shapes the targets name (n = 4096 runs in
+# chunks of 2 sequences, whose GEMMs have the 8192 rows of 8x1024): those
+# sets first, then the curated ones while the budget lasts.
+step gemm $((${LN_GPU_GEMM_BUDGET:-70} + 15)) "$BUILD/tune/ln-tune" --shapes 8x64,8x1024 \
+    --kernels gemm --gemm-random 0 "${tries[@]}" --budget "${LN_GPU_GEMM_BUDGET:-70}"
+# Attention tiles at the shapes the encoder calls it with at B = 8; twice on
+# the H200 (2026-11-26) they kept the defaults, hence not a default step.
 step tune 80 "$BUILD/tune/ln-tune" --shapes 8x1024,2x4096 --kernels attention --budget 60
-step compare 120 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench" \
+step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench" \
     --repeats 10 --warmup 2 --compile-shapes 8x1024 --out "$OUT/compare.json"
 # Oclgrind and the fuzzers are CPU tools; everything else runs on the GPU.
-step test 150 bash -c "cd $BUILD && ctest -j8 --timeout 140 --output-on-failure -E 'oclgrind|fuzz'"
+step test 120 bash -c "cd $BUILD && ctest -j8 --timeout 110 --output-on-failure -E 'oclgrind|fuzz'"
+"$BUILD/tune/ln-tune" --show >"$OUT/tuned.txt" 2>&1
 cat "$OUT/steps.txt"

@@ -4,7 +4,12 @@
 # second cache dir, a refused import of a file that is not a tuning file;
 # and a GEMM-only run (CLBlast parameters at the 1x64 model's GEMMs, 100 s:
 # CLBlast's default build plus one candidate's on the 2-core PoCL machine)
-# whose three clblast-* entries --show lists. Included by
+# that logs the candidate it measured and whose three clblast-* entries
+# --show lists; an out-of-range --gemm-random is refused; --gemm-try takes
+# a set as CLBlast's tuner writes it (PRECISION included) and names an
+# unknown parameter; bench/clblast_best_sets.py picks the fastest matching
+# sets from a CLBlast tuner log (an H200 excerpt, plus a faster row whose
+# results did not match, which it must skip). Included by
 # tests/CMakeLists.txt.
 if(TARGET ln-tune)
   set(LN_TUNE_CLI_DIR ${CMAKE_BINARY_DIR}/tune-cli)
@@ -47,8 +52,27 @@ if(TARGET ln-tune)
   add_test(NAME tune_cli_gemm_show COMMAND ln-tune --show)
   set_tests_properties(tune_cli_gemm PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
                        FIXTURES_SETUP tune_cli_gemm_tuned ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
-                       PASS_REGULAR_EXPRESSION "gemm +64x384x64 .*clblast-Xgemm +B1-n64"
+                       PASS_REGULAR_EXPRESSION "gemm candidate 0: [0-9.]+ us against the default's [0-9.]+ .*Xgemm GEMMK=.*gemm +64x384x64 .*clblast-Xgemm +B1-n64"
                        TIMEOUT 600)
+  add_test(NAME tune_cli_gemm_random_refused COMMAND ln-tune --kernels gemm --gemm-random 33)
+  set_tests_properties(tune_cli_gemm_random_refused PROPERTIES
+                       PASS_REGULAR_EXPRESSION "--gemm-random takes 0 to 32 sets, not '33'")
+  add_test(NAME tune_cli_gemm_try_accepted COMMAND ln-tune --show --gemm-try
+           "GEMMK=0 KREG=1 KWG=32 KWI=2 MDIMA=16 MDIMC=16 MWG=64 NDIMB=8 NDIMC=8 NWG=64 PRECISION=32 SA=1 SB=1 STRM=0 STRN=0 VWM=4 VWN=4")
+  set_tests_properties(tune_cli_gemm_try_accepted PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
+                       ENVIRONMENT "${LN_TUNE_CLI_ENV}" PASS_REGULAR_EXPRESSION "3 entries")
+  add_test(NAME tune_cli_gemm_try_refused COMMAND ln-tune --gemm-try "GEMMK=0 KWG=32 FOO=1")
+  set_tests_properties(tune_cli_gemm_try_refused PROPERTIES
+                       PASS_REGULAR_EXPRESSION "FOO is not a parameter of CLBlast's Xgemm")
+  find_program(LN_PYTHON3 python3)
+  if(LN_PYTHON3)
+    add_test(NAME clblast_best_sets
+             COMMAND ${LN_PYTHON3} ${CMAKE_SOURCE_DIR}/bench/clblast_best_sets.py
+                     ${CMAKE_SOURCE_DIR}/tests/data/clblast_tuner_sample.txt 2)
+    set_tests_properties(clblast_best_sets PROPERTIES
+                         PASS_REGULAR_EXPRESSION "35050.8 GFLOP/s: GEMMK=0 MWG=64 NWG=64 KWG=32 MDIMC=16 NDIMC=8 MDIMA=16 NDIMB=8 KWI=2 VWM=4 VWN=4 STRM=0 STRN=0 SA=1 SB=1 KREG=1.*11337.4 GFLOP/s: GEMMK=0 MWG=16 NWG=16"
+                         FAIL_REGULAR_EXPRESSION "70101")
+  endif()
   set_tests_properties(tune_cli_gemm_show PROPERTIES FIXTURES_REQUIRED tune_cli_gemm_tuned
                        ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
                        PASS_REGULAR_EXPRESSION "clblast-Xgemm +B1-n64.*clblast-XgemmDirect +B1-n64.*clblast-GemmRoutine +B1-n64.*3 entries")

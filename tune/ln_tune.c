@@ -67,7 +67,10 @@ typedef struct options {
     double budget_s;
     shape shapes[MAX_SHAPES];
     int shape_count;
-    int kernels; /* JOB_* bits */
+    int kernels;     /* JOB_* bits */
+    int gemm_random; /* --gemm-random, -1: the mode's default */
+    const char *gemm_tries[MAX_GEMM_TRIES];
+    int gemm_try_count;
     bool show;
     const char *export_path, *import_path, *model;
     ln_model_config cfg;
@@ -637,8 +640,16 @@ static int tune(ln_context *ctx, const options *o, const char *path)
     }
     if (gemm) {
         const double left = b.total - (now_s() - b.start);
-        gemm_options go = {o->quick, o->redo, o->quick ? 3 : 5, &o->cfg,
-                           NULL,     o->shape_count, job,   jobs};
+        gemm_options go = {.quick = o->quick,
+                           .redo = o->redo,
+                           .runs = o->quick ? 3 : 5,
+                           .random_sets = o->gemm_random,
+                           .tries = o->gemm_tries,
+                           .try_count = o->gemm_try_count,
+                           .cfg = &o->cfg,
+                           .shape_count = o->shape_count,
+                           .job = job,
+                           .jobs = jobs};
         size_t pairs[MAX_SHAPES][2];
         for (int i = 0; i < o->shape_count; i++)
             pairs[i][0] = o->shapes[i].batch, pairs[i][1] = o->shapes[i].n;
@@ -737,7 +748,8 @@ static int usage(FILE *f)
     fprintf(f,
             "usage: ln-tune [--device SPEC] [--quick | --full] [--budget SECONDS] [--redo]\n"
             "               [--model M.safetensors] [--shapes BxN,...] [--kernels LIST]\n"
-            "               [--show] [--export FILE | --import FILE]\n"
+            "               [--gemm-random N] [--gemm-try SET]... [--show]\n"
+            "               [--export FILE | --import FILE]\n"
             "Tunes ln-cl's kernels and CLBlast's GEMM on one device and stores the result in\n"
             "the tuning cache ($LN_CACHE_DIR, else $XDG_CACHE_HOME/ln-cl, else ~/.cache/ln-cl),\n"
             "which every later ln_context_create on that device applies.\n"
@@ -748,7 +760,12 @@ static int usage(FILE *f)
             "             that would pass it\n"
             "  --model    tune at this model's shapes (its ln_config), not the default config's\n"
             "  --kernels  comma list of layernorm, elementwise, attention, gemm (default all)\n"
-            "  --redo     measure shapes already in the cache again\n");
+            "  --redo     measure shapes already in the cache again\n"
+            "  --gemm-random N  random CLBlast Xgemm sets to try after the curated ones\n"
+            "             (quick 0, full 8)\n"
+            "  --gemm-try SET  a CLBlast Xgemm or XgemmDirect set to try first, as CLBlast's\n"
+            "             tuners print it (\"GEMMK=0 KREG=1 KWG=32 ...\"); up to %d\n",
+            MAX_GEMM_TRIES);
     return f == stderr ? 2 : 0;
 }
 
@@ -778,6 +795,7 @@ int main(int argc, char **argv)
 {
     options o = {0};
     o.budget_s = -1;
+    o.gemm_random = -1;
     o.kernels = JOB_ALL;
     bool shapes_given = false;
     for (int i = 1; i < argc; i++) {
@@ -791,6 +809,28 @@ int main(int argc, char **argv)
             o.quick = false;
         else if (!strcmp(a, "--redo"))
             o.redo = true;
+        else if (!strcmp(a, "--gemm-try") && next) {
+            int kernel;
+            long long v[LN_CB_MAX_PARAMS];
+            char why[200];
+            if (o.gemm_try_count == MAX_GEMM_TRIES) {
+                fprintf(stderr, "ln-tune: at most %d --gemm-try sets\n", MAX_GEMM_TRIES);
+                return usage(stderr);
+            }
+            if (!gemm_set_parse(argv[++i], &kernel, v, why, sizeof(why))) {
+                fprintf(stderr, "ln-tune: --gemm-try '%s': %s\n", argv[i], why);
+                return usage(stderr);
+            }
+            o.gemm_tries[o.gemm_try_count++] = argv[i];
+        } else if (!strcmp(a, "--gemm-random") && next) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 0 || v > 32) {
+                fprintf(stderr, "ln-tune: --gemm-random takes 0 to 32 sets, not '%s'\n", argv[i]);
+                return usage(stderr);
+            }
+            o.gemm_random = (int)v;
+        }
         else if (!strcmp(a, "--budget") && next) {
             char *end;
             o.budget_s = strtod(argv[++i], &end);

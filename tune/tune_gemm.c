@@ -30,7 +30,7 @@
 #include <string.h>
 
 #define MAX_GEMM_SHAPES 128
-#define MAX_GEMM_CANDS 48
+#define MAX_GEMM_CANDS 64
 /* Output samples compared per GEMM: every element up to 2^16, else an
  * even stride (a wrong parameter set garbles whole tiles, never one
  * element). */
@@ -276,11 +276,35 @@ static const long long xgemm_cpu[][16] = {
     {0, 1, 32, 2, 8, 8, 64, 16, 16, 128, 0, 0, 1, 1, 4, 8},
     {0, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 8, 8},
 };
+/* GPU sets, in the order a budget cut should try them. First the two
+ * best that CLBlast's own Xgemm tuner found on an NVIDIA H200 (150 s, 804
+ * sets, at the model's largest GEMM, 8192x1536x384, 2026-11-27): 37.0 and
+ * 35.1 TFLOP/s, kernel alone, where CLBlast's defaults run that GEMM at
+ * 15.6 in ln-cl (host-timed) and torch.matmul at 37.9. With every GEMM
+ * of the model on one of them, the sum over the 40 GEMMs at B = 8, n = 64
+ * and 1024 was 7.4-8.7 ms against the defaults' 4.66 (the small GEMMs,
+ * which the defaults send to the direct kernel, padded to large tiles are
+ * the likely loss), so they belong in the mix with a direct set
+ * (gemm_tune's phase 3). Then an
+ * NVIDIA-style SGEMM: 128x128 tiles of 16x16 threads, each an 8x8
+ * register block, A and B panels in local memory (16-32 KiB, inside every
+ * GPU's 32-48 KiB): 8.5 ms on that sum. Then the 2-D register-tiling
+ * kernel (GEMMK 1), which reads the model's layout with no pad or
+ * transpose launch around it, one launch per GEMM instead of three: 5.86
+ * ms. Then 64x64 and 64x128 tiles, which give the 8192 x 384 GEMMs 768 or
+ * 384 work-groups where 128x128 gives 192 (under two per SM on a 132-SM
+ * H200). */
 static const long long xgemm_gpu[][16] = {
+    {0, 1, 32, 2, 32, 16, 128, 16, 8, 128, 1, 1, 0, 1, 4, 2},
+    {0, 1, 32, 2, 16, 16, 64, 8, 8, 64, 1, 1, 0, 0, 4, 4},
+    {0, 1, 16, 2, 16, 16, 128, 16, 16, 128, 1, 1, 0, 0, 4, 4},
+    {1, 1, 16, 2, 16, 16, 64, 16, 16, 64, 0, 0, 0, 0, 4, 1},
+    {0, 1, 32, 2, 16, 16, 128, 16, 16, 128, 1, 1, 0, 0, 4, 4},
+    {1, 1, 16, 2, 8, 8, 64, 8, 8, 64, 0, 0, 0, 0, 4, 1},
     {0, 1, 16, 2, 16, 16, 64, 16, 16, 64, 1, 1, 1, 1, 4, 4},
-    {0, 1, 16, 2, 16, 16, 128, 16, 16, 128, 1, 1, 1, 0, 4, 4},
+    {1, 1, 16, 2, 16, 16, 128, 16, 16, 128, 0, 0, 0, 0, 4, 1},
+    {0, 1, 32, 2, 8, 16, 64, 8, 16, 128, 1, 1, 1, 0, 2, 4},
     {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 1, 1, 0, 0, 4, 4},
-    {0, 1, 16, 2, 8, 16, 64, 8, 16, 128, 1, 1, 1, 0, 2, 4},
 };
 /* XgemmDirect: KWID MDIMAD MDIMCD NDIMBD NDIMCD PADA PADB VWMD VWND WGD. */
 static const long long direct_cpu[][10] = {
@@ -296,6 +320,8 @@ static const long long direct_gpu[][10] = {
     {2, 16, 16, 16, 16, 1, 1, 2, 2, 32},
     {2, 16, 16, 16, 16, 1, 1, 4, 4, 64},
     {2, 8, 8, 8, 8, 1, 1, 4, 4, 32},
+    {8, 16, 16, 16, 16, 1, 1, 4, 4, 64},
+    {2, 8, 8, 8, 8, 1, 1, 8, 8, 64},
 };
 
 static uint64_t next_rand(uint64_t *s)
@@ -380,7 +406,8 @@ static gemm_cand pure(int kernel, const long long *v)
 #define COUNT_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 /* Adds the curated Xgemm sets of `sets`, those whose VWM is the device's
- * preferred float width first, until `want` were added since `start`. */
+ * preferred float width first (0: in their order), until `want` were
+ * added since `start`. */
 static int push_xgemm_sets(gemm_cand *out, int n, int start, int want, const long long (*sets)[16],
                            int count, cl_uint preferred, const ln_device_info *info, size_t wg_cap)
 {
@@ -394,14 +421,89 @@ static int push_xgemm_sets(gemm_cand *out, int n, int start, int want, const lon
     return n;
 }
 
-/* Phase 1 then phase 2: curated sets (the device kind's first), then in
- * --full random ones; `per_kernel` of each at most. */
+bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size_t cap)
+{
+    *kernel = strstr(text, "WGD=") ? LN_CB_XGEMM_DIRECT : LN_CB_XGEMM;
+    const ln_clblast_kernel *k = &ln_clblast_kernels[*kernel];
+    bool seen[LN_CB_MAX_PARAMS] = {false};
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t' || *p == '\n')
+            p++;
+        if (!*p)
+            break;
+        const char *eq = strchr(p, '=');
+        size_t len = eq ? (size_t)(eq - p) : 0;
+        if (!eq || len == 0 || len > 32 || memchr(p, ' ', len)) {
+            ln_why_set(why, cap, "'%.40s' is not NAME=VALUE", p);
+            return false;
+        }
+        char *end;
+        long long value = strtoll(eq + 1, &end, 10);
+        if (end == eq + 1 || value < 0 || (*end && !strchr(" ,\t\n", *end))) {
+            ln_why_set(why, cap, "%.*s: '%.20s' is not a non-negative integer", (int)len, p,
+                       eq + 1);
+            return false;
+        }
+        int i = 0;
+        while (i < k->count && (strlen(k->params[i]) != len || strncmp(k->params[i], p, len)))
+            i++;
+        if (i < k->count) {
+            v[i] = value;
+            seen[i] = true;
+        } else if (!(len == 9 && strncmp(p, "PRECISION", 9) == 0)) {
+            ln_why_set(why, cap, "%.*s is not a parameter of CLBlast's %s", (int)len, p, k->name);
+            return false;
+        }
+        p = end;
+    }
+    /* CLBlast's Xgemm variations 1 and 2 print no GEMMK or KREG. */
+    if (*kernel == LN_CB_XGEMM) {
+        if (!seen[0])
+            v[0] = 0, seen[0] = true;
+        if (!seen[1])
+            v[1] = 1, seen[1] = true;
+    }
+    for (int i = 0; i < k->count; i++)
+        if (!seen[i]) {
+            ln_why_set(why, cap, "%s set without %s", k->name, k->params[i]);
+            return false;
+        }
+    return true;
+}
+
+/* The --gemm-try sets of kernel `kernel` that this device can run. */
+static int push_tries(gemm_cand *out, int n, int kernel, const char *const *tries, int count,
+                      const ln_device_info *info, size_t wg_cap)
+{
+    for (int i = 0; i < count; i++) {
+        long long v[LN_CB_MAX_PARAMS];
+        int k;
+        char why[200];
+        if (!gemm_set_parse(tries[i], &k, v, why, sizeof(why)) || k != kernel)
+            continue; /* main() refused malformed ones; the other kernel's list takes it */
+        if (!ln_clblast_params_valid(k, v, info, wg_cap, why, sizeof(why))) {
+            fprintf(stderr, "\nln-tune: --gemm-try set %d is not for this device: %s\n", i + 1,
+                    why);
+            continue;
+        }
+        gemm_cand c = pure(k, v);
+        n = push_cand(out, n, &c, info, wg_cap);
+    }
+    return n;
+}
+
+/* Phase 1 then phase 2: the --gemm-try sets, curated sets (the device
+ * kind's first), then in --full random ones (`random_x_sets` Xgemm sets
+ * when >= 0). */
 static int build_candidates(const ln_device_info *info, cl_uint preferred, size_t wg_cap,
-                            bool quick, gemm_cand *out)
+                            bool quick, int random_x_sets, const char *const *tries,
+                            int try_count, gemm_cand *out)
 {
     int n = 0;
     uint64_t rng = 0x6a09e667f3bcc909ull;
-    const int curated_x = quick ? 1 : 8, random_x = quick ? 0 : 8;
+    const int curated_x = quick ? 1 : 8;
+    const int random_x = random_x_sets >= 0 ? random_x_sets : quick ? 0 : 8;
     const int curated_d = quick ? 1 : 6, random_d = quick ? 0 : 6;
     const long long(*da)[10] = info->is_gpu ? direct_gpu : direct_cpu;
     const long long(*db)[10] = info->is_gpu ? direct_cpu : direct_gpu;
@@ -411,6 +513,7 @@ static int build_candidates(const ln_device_info *info, cl_uint preferred, size_
     const long long(*xb)[16] = info->is_gpu ? xgemm_cpu : xgemm_gpu;
     const int nxa = info->is_gpu ? COUNT_OF(xgemm_gpu) : COUNT_OF(xgemm_cpu);
     const int nxb = info->is_gpu ? COUNT_OF(xgemm_cpu) : COUNT_OF(xgemm_gpu);
+    n = push_tries(out, n, LN_CB_XGEMM, tries, try_count, info, wg_cap);
     int start = n;
     n = push_xgemm_sets(out, n, start, curated_x, xa, nxa, preferred, info, wg_cap);
     n = push_xgemm_sets(out, n, start, curated_x, xb, nxb, preferred, info, wg_cap);
@@ -423,6 +526,7 @@ static int build_candidates(const ln_device_info *info, cl_uint preferred, size_
         }
         added += n > before;
     }
+    n = push_tries(out, n, LN_CB_XGEMM_DIRECT, tries, try_count, info, wg_cap);
     start = n;
     for (int i = 0; i < nda && n - start < curated_d; i++) {
         gemm_cand c = pure(LN_CB_XGEMM_DIRECT, da[i]);
@@ -455,6 +559,19 @@ static int build_candidates(const ln_device_info *info, cl_uint preferred, size_
     }
     memcpy(out, tmp, sizeof(gemm_cand) * (size_t)n);
     return n;
+}
+
+/* Whether candidates [0, upto) hold a measured Xgemm and a measured
+ * XgemmDirect set, the ingredients of a mix. */
+static bool measured_both(const gemm_cand *cands, const gemm_result *res, int upto)
+{
+    bool x = false, d = false;
+    for (int i = 0; i < upto; i++)
+        if (res[i].ok) {
+            x |= cands[i].phase == 1;
+            d |= cands[i].phase == 2;
+        }
+    return x && d;
 }
 
 static bool apply_cand(ln_context *ctx, const gemm_cand *c, char *why, size_t cap)
@@ -495,6 +612,27 @@ void describe_clblast(const ln_tune_entry *e, char *buf, size_t cap)
         }
     if (!buf[0])
         snprintf(buf, cap, "CLBlast's own (kept)");
+}
+
+/* "Xgemm GEMMK=0 ... | GemmRoutine XGEMM_MIN_INDIRECT_SIZE=0" of a candidate. */
+static void describe_cand(const gemm_cand *c, char *buf, size_t cap)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k < LN_CB_COUNT && used < cap; k++) {
+        if (!c->set[k])
+            continue;
+        int w = snprintf(buf + used, cap - used, "%s%s", used ? " | " : "",
+                         ln_clblast_kernels[k].name);
+        for (int i = 0; i < ln_clblast_kernels[k].count && w > 0 && used + (size_t)w < cap; i++) {
+            int more = snprintf(buf + used + w, cap - used - (size_t)w, " %s=%lld",
+                                ln_clblast_kernels[k].params[i], c->v[k][i]);
+            if (more > 0)
+                w += more;
+        }
+        if (w > 0)
+            used += (size_t)w;
+    }
 }
 
 static void shape_label(const gemm_shape *s, char *buf, size_t cap)
@@ -629,7 +767,12 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     if (clGetDeviceInfo(ctx->device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof(preferred),
                         &preferred, NULL) != CL_SUCCESS)
         preferred = 1;
-    int nc = build_candidates(&ctx->info, preferred, wg_cap, o->quick, cands);
+    /* A GPU's preferred width (1 on NVIDIA) says nothing about which
+     * tile shape wins there: keep the GPU list's own order. */
+    if (ctx->info.is_gpu)
+        preferred = 0;
+    int nc = build_candidates(&ctx->info, preferred, wg_cap, o->quick, o->random_sets, o->tries,
+                              o->try_count, cands);
     static gemm_result res[MAX_GEMM_CANDS + 1];
     memset(res, 0, sizeof(res));
     /* The last set of each kernel CLBlast built: a candidate that fails to
@@ -639,6 +782,16 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     int best = -1, tried = 0;
     double best_total = def.total;
     for (int c = 0; c <= nc; c++) {
+        /* Keep one rebuild's worth of budget for the mix, once both kernels
+         * have a measured set: on a GPU the mix is the likely winner (the
+         * H200, 2026-11-27: CLBlast's own tuner's best Xgemm set ran its
+         * 8192x1536x384 at 37 TFLOP/s, but with every GEMM on it the
+         * model's 40 GEMMs took 8.7 ms against the defaults' 4.7, the
+         * small ones padded to 128x128 tiles; the best all-direct set took
+         * 4.6; a budget cut after 10 candidates then left the mix untried). */
+        if (c < nc && measured_both(cands, res, c) &&
+            !budget_fits(b, job_start, share, 2 * (compile_est + run_cost)))
+            c = nc;
         if (c == nc) {
             /* Phase 3: the best mix of a measured X and D, split by m n k. */
             double mix_best = INFINITY;
@@ -673,8 +826,13 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
                 }
             }
             /* Worth a rebuild only if it promises more than the noise. */
-            if (!(mix_best < best_total - def.spread))
+            if (!(mix_best < best_total - def.spread)) {
+                if (isfinite(mix_best))
+                    fprintf(stderr, "\nln-tune: gemm: the best mix of the measured sets "
+                                    "predicts %.1f us against %.1f: not tried\n",
+                            mix_best * 1e6, best_total * 1e6);
                 break;
+            }
             cands[nc] = mix;
         }
         progress(o->job, o->jobs, "gemm", label, c, nc + 1, b->start, b->total);
@@ -701,6 +859,13 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
         for (int k = 0; k < LN_CB_COUNT; k++)
             if (cands[c].set[k])
                 last_good[k] = c;
+        /* Every measured set with its total, so that a run that keeps the
+         * default still says how close each candidate came. */
+        char desc[512];
+        describe_cand(&cands[c], desc, sizeof(desc));
+        fprintf(stderr, "\nln-tune: gemm candidate %d: %.1f us against the default's %.1f "
+                        "(build %.1f s): %s\n", c, res[c].total * 1e6, def.total * 1e6, build,
+                desc);
         if (res[c].total < best_total && res[c].total < def.total - def.spread) {
             best = c;
             best_total = res[c].total;
