@@ -20,8 +20,9 @@
 # compare test"; "attn" (attention-bench) and "tune" (attention tiles) are
 # there to add). LN_GPU_CLBLAST_S: seconds of CLBlast's tuner (150);
 # LN_GPU_GEMM_BUDGET: ln-tune's GEMM budget (70 s: CLBlast's defaults, about
-# eight sets at 3-16 s of NVIDIA build each and the mix). All steps took
-# about 7 minutes on an H200 (2026-11-27), inside a 15-minute lease.
+# eight sets at 3-16 s of NVIDIA build each and the mix). All steps take
+# about 6.5 minutes on an H200 (2026-11-27, two calls), plus the machine's
+# start, inside a 15-minute lease.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
@@ -52,6 +53,8 @@ step() { # name, limit in seconds, command...
 # ln-tune and the benchmarks share a cache of their own; the tests keep theirs
 # (in the build tree), so a tuned file cannot change what they check.
 export LN_CACHE_DIR=/tmp/ln-gpu-check-cache
+# Each check tunes for itself: a warm machine keeps /tmp between calls.
+rm -rf "$LN_CACHE_DIR"
 export LN_REFERENCE=${LN_REFERENCE:-$REPO/.device/ln_reference.py}
 export PYTHONUNBUFFERED=1
 

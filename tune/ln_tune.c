@@ -830,8 +830,7 @@ int main(int argc, char **argv)
                 return usage(stderr);
             }
             o.gemm_random = (int)v;
-        }
-        else if (!strcmp(a, "--budget") && next) {
+        } else if (!strcmp(a, "--budget") && next) {
             char *end;
             o.budget_s = strtod(argv[++i], &end);
             if (*end || !(o.budget_s > 0))

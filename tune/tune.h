@@ -81,7 +81,7 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
  * "best_parameters" of their JSON, "GEMMK=0 KREG=1 KWG=32 ... VWN=2", in any
  * order, PRECISION ignored): an Xgemm set when it names MWG, an
  * XgemmDirect set when it names WGD. False with the reason in `why` on an
- * unknown or missing name or a value that is not a positive integer. */
+ * unknown or missing name or a value that is not a non-negative integer. */
 #define MAX_GEMM_TRIES 4
 bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size_t cap);
 
