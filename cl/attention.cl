@@ -27,10 +27,18 @@
  * Skylake-AVX512 machine (B = 1, 12 heads of 32, S read; two runs each,
  * shared machine) went from 69 / 1144-1222 ms to 39-47 / 553-839 ms at
  * n = 1024 / 4096, and with S recomputed from 108-117 / 1867 to 44-73 /
- * 871-1087. The kernel is also built with -cl-mad-enable (src/attention.c),
- * but PoCL 3.1 still emits a multiply and an add for mad() (perf annotate):
- * the gain is the unrolling. fma() instead of mad() measured no better in a
- * noisy run, so it stays mad().
+ * 871-1087.
+ *
+ * MADD: PoCL 3.1 emits a multiply and an add for mad() even with
+ * -cl-mad-enable (perf annotate), one vfmadd for fma(). So where the
+ * device has a hardware fma (CL_FP_FMA; src/attention.c passes ATTN_FMA)
+ * the kernels use fma(), which also rounds once; elsewhere fma() would be
+ * a software routine, so mad(). attention-bench on the same machine, six
+ * alternating runs of each build at n = 4096 (medians of the six, ranges):
+ * S read 461 ms (352-625) against 582 (397-711) with mad(), S recomputed
+ * 558 (519-682) against 780 (673-956), attention_rows 2241 (1954-3023)
+ * against 3257 (2684-4188); n = 1024, three runs: S read 29-33 against
+ * 33-39. NVIDIA's compiler makes an FMA of either (not re-measured there).
  *
  * attention_rows: the GPU's kernel for a precomputed S, one work-item per
  * (query, head); its own comment below says why.
@@ -43,6 +51,12 @@
  * work-group, and surplus lanes (queries past n, keys past kv_len, items past
  * a tile's size) only skip loads, stores and arithmetic.
  */
+
+#if ATTN_FMA
+#define MADD(a, b, c) fma(a, b, c)
+#else
+#define MADD(a, b, c) mad(a, b, c)
+#endif
 
 /* Build-time parameters; src/attention.c always sets them. ATTN_VEC
  * divides ATTN_TILE_Q and ATTN_HEAD_DIM; ATTN_BLOCK divides ATTN_TILE_Q
@@ -191,7 +205,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                     const vecf uq = VLOAD(iv, u_t + c * TQ);
                     #pragma unroll
                     for (uint r = 0; r < BL; r++)
-                        s[r] = mad((vecf)urow[r][c], uq, s[r]);
+                        s[r] = MADD((vecf)urow[r][c], uq, s[r]);
                 }
                 #pragma unroll
                 for (uint r = 0; r < BL; r++)
@@ -227,12 +241,12 @@ void attention_fused(const uint n, const uint heads, const uint d,
                     const vecf qv = VLOAD(iv, qh + c * TQ);
                     #pragma unroll
                     for (uint r = 0; r < BL; r++)
-                        dot[r] = mad((vecf)krow[r][c], qv, dot[r]);
+                        dot[r] = MADD((vecf)krow[r][c], qv, dot[r]);
                 }
                 #pragma unroll
                 for (uint r = 0; r < BL; r++) {
                     const uint j = jb + r;
-                    const vecf logit = mad(dot[r], (vecf)scale, (vecf)t * VLOAD(iv, s_t + j * TQ));
+                    const vecf logit = MADD(dot[r], (vecf)scale, (vecf)t * VLOAD(iv, s_t + j * TQ));
                     VSTORE(j0 + j < kv_len ? logit : (vecf)ATTN_MASKED, iv, p_t + j * TQ);
                 }
             }
@@ -256,7 +270,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                  * logit from then on and the old state's weight is 0 here. */
                 const vecf r = exp(old_max - m);
                 VSTORE(m, iv, head_max);
-                VSTORE(mad(VLOAD(iv, head_sum), r, sum), iv, head_sum);
+                VSTORE(MADD(VLOAD(iv, head_sum), r, sum), iv, head_sum);
                 VSTORE(r, iv, rescale);
             }
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -274,7 +288,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
                     const vecf vv = VLOAD(cv, vcol + j * ldv);
                     #pragma unroll
                     for (uint r = 0; r < BL; r++)
-                        a[r] = mad((vecf)p_t[j * TQ + ib + r], vv, a[r]);
+                        a[r] = MADD((vecf)p_t[j * TQ + ib + r], vv, a[r]);
                 }
                 #pragma unroll
                 for (uint r = 0; r < BL; r++)
@@ -388,12 +402,12 @@ void attention_rows(const uint n,
             __local const float *kj = k_t + j * ATTN_HEAD_DIM;
 #pragma unroll
             for (uint c = 0; c < ATTN_HEAD_DIM; c += 4) {
-                d0 = mad(qv[c], kj[c], d0);
-                d1 = mad(qv[c + 1], kj[c + 1], d1);
-                d2 = mad(qv[c + 2], kj[c + 2], d2);
-                d3 = mad(qv[c + 3], kj[c + 3], d3);
+                d0 = MADD(qv[c], kj[c], d0);
+                d1 = MADD(qv[c + 1], kj[c + 1], d1);
+                d2 = MADD(qv[c + 2], kj[c + 2], d2);
+                d3 = MADD(qv[c + 3], kj[c + 3], d3);
             }
-            const float x = mad(t, s_t[lid * (RK + 1) + j], (d0 + d1) + (d2 + d3));
+            const float x = MADD(t, s_t[lid * (RK + 1) + j], (d0 + d1) + (d2 + d3));
             logit[j] = j0 + j < kv_len ? x : ATTN_MASKED;
             tile_max = fmax(tile_max, logit[j]);
         }
@@ -412,7 +426,7 @@ void attention_rows(const uint n,
             __local const float *vj = v_t + j * ATTN_HEAD_DIM;
 #pragma unroll
             for (uint c = 0; c < ATTN_HEAD_DIM; c++)
-                acc[c] = mad(p, vj[c], acc[c]);
+                acc[c] = MADD(p, vj[c], acc[c]);
         }
     }
 
@@ -465,7 +479,7 @@ __kernel void attention_naive_softmax(const uint n, const uint heads, const uint
     float m = ATTN_MASKED;
     if (live)
         for (uint j = lid; j < kv_len; j += wg) {
-            const float x = mad(t, sr[j], lr[j]);
+            const float x = MADD(t, sr[j], lr[j]);
             lr[j] = x;
             m = fmax(m, x);
         }

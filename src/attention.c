@@ -165,8 +165,9 @@ static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_
 {
     for (;;) {
         char options[160];
-        snprintf(options, sizeof(options), "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu",
-                 p->tile_q, p->tile_k, head_dim);
+        snprintf(options, sizeof(options),
+                 "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu -DATTN_FMA=%d", p->tile_q,
+                 p->tile_k, head_dim, ctx->fp32_fma ? 1 : 0);
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_rows", out);
         if (st)
             return st;
@@ -207,17 +208,19 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
 /* Builds attention_fused for the plan. The kernel declares its work-group
  * size (reqd_work_group_size), so a device that allows fewer work-items
  * for it gets a rebuild with the largest power of two it allows.
- * -cl-mad-enable lets a compiler fuse mad() into one multiply-add (PoCL
- * 3.1 does not; GPU compilers do anyway; see the kernel's comment). */
+ * ATTN_FMA: the kernels' multiply-adds are fma() where the device does it
+ * in hardware (CL_FP_FMA), mad() with -cl-mad-enable elsewhere (see the
+ * kernel's comment for why and what it measured). */
 static ln_status fused_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_kernel *out)
 {
     for (;;) {
         char options[256];
         snprintf(options, sizeof(options),
                  "-DATTN_TILE_Q=%zu -DATTN_TILE_K=%zu -DATTN_CHUNK_D=%zu -DATTN_WG=%zu "
-                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d -cl-mad-enable",
+                 "-DATTN_HEAD_DIM=%zu -DATTN_VEC=%zu -DATTN_BLOCK=%zu -DATTN_RECOMPUTE_S=%d "
+                 "-DATTN_FMA=%d -cl-mad-enable",
                  p->tile_q, p->tile_k, p->chunk_d, p->wg, head_dim, p->vec, p->block,
-                 p->recompute ? 1 : 0);
+                 p->recompute ? 1 : 0, ctx->fp32_fma ? 1 : 0);
         ln_status st = ln_kernel_get(ctx, "attention", options, "attention_fused", out);
         if (st)
             return st;

@@ -63,6 +63,7 @@ struct ln_context {
     uint64_t device_bytes;
     uint64_t peak_device_bytes;
     uint64_t device_bytes_cap; /* LN_DEVICE_MEMORY_LIMIT_MB, 0 = none */
+    bool fp32_fma; /* CL_FP_FMA: fma() on floats is a hardware instruction */
     /* Cache counters and the loaded tuning table (src/tune_cache.c): made
      * by ln_context_create, freed by ln_context_destroy; NULL only if that
      * allocation failed (then the caches are simply not used). */
