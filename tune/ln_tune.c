@@ -69,7 +69,7 @@ typedef struct options {
     int shape_count;
     int kernels;     /* JOB_* bits */
     int gemm_random; /* --gemm-random, -1: the mode's default */
-    const char *gemm_tries[MAX_GEMM_TRIES];
+    gemm_try gemm_tries[MAX_GEMM_TRIES];
     int gemm_try_count;
     bool show;
     const char *export_path, *import_path, *model;
@@ -810,18 +810,16 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--redo"))
             o.redo = true;
         else if (!strcmp(a, "--gemm-try") && next) {
-            int kernel;
-            long long v[LN_CB_MAX_PARAMS];
             char why[200];
             if (o.gemm_try_count == MAX_GEMM_TRIES) {
                 fprintf(stderr, "ln-tune: at most %d --gemm-try sets\n", MAX_GEMM_TRIES);
                 return usage(stderr);
             }
-            if (!gemm_set_parse(argv[++i], &kernel, v, why, sizeof(why))) {
+            if (!gemm_set_parse(argv[++i], &o.gemm_tries[o.gemm_try_count], why, sizeof(why))) {
                 fprintf(stderr, "ln-tune: --gemm-try '%s': %s\n", argv[i], why);
                 return usage(stderr);
             }
-            o.gemm_tries[o.gemm_try_count++] = argv[i];
+            o.gemm_try_count++;
         } else if (!strcmp(a, "--gemm-random") && next) {
             char *end;
             long v = strtol(argv[++i], &end, 10);

@@ -56,11 +56,23 @@ typedef struct budget {
  * job's share (from job_start) and the whole budget. */
 bool budget_fits(const budget *b, double job_start, double share, double cost);
 
+/* Parses one CLBlast parameter set as CLBlast's own tuners print it (the
+ * "best_parameters" of their JSON, "GEMMK=0 KREG=1 KWG=32 ... VWN=2", in any
+ * order, PRECISION ignored): an Xgemm set when it names MWG, an
+ * XgemmDirect set when it names WGD. False with the reason in `why` on an
+ * unknown or missing name or a value that is not a non-negative integer. */
+#define MAX_GEMM_TRIES 4
+typedef struct gemm_try {
+    int kernel; /* LN_CB_XGEMM or LN_CB_XGEMM_DIRECT */
+    long long v[LN_CB_MAX_PARAMS];
+} gemm_try;
+bool gemm_set_parse(const char *text, gemm_try *out, char *why, size_t cap);
+
 typedef struct gemm_options {
     bool quick, redo;
     int runs;
     int random_sets;            /* random Xgemm sets; < 0: quick 0, full 8 */
-    const char *const *tries;   /* --gemm-try sets, tried before the curated ones */
+    const gemm_try *tries;      /* --gemm-try sets, tried before the curated ones */
     int try_count;
     const ln_model_config *cfg; /* the model whose GEMM shapes are tuned */
     const size_t (*shapes)[2];  /* (batch, n) pairs */
@@ -76,14 +88,6 @@ typedef struct gemm_options {
  * nothing was stored (budget spent before any candidate, or a failure). */
 bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const budget *b,
                double share, result_row *rows, int *nrows);
-
-/* Parses one CLBlast parameter set as CLBlast's own tuners print it (the
- * "best_parameters" of their JSON, "GEMMK=0 KREG=1 KWG=32 ... VWN=2", in any
- * order, PRECISION ignored): an Xgemm set when it names MWG, an
- * XgemmDirect set when it names WGD. False with the reason in `why` on an
- * unknown or missing name or a value that is not a non-negative integer. */
-#define MAX_GEMM_TRIES 4
-bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size_t cap);
 
 /* "GEMMK=0 KREG=1 ..." of an entry's CLBlast set, "CLBlast's own" when
  * empty. */

@@ -421,10 +421,11 @@ static int push_xgemm_sets(gemm_cand *out, int n, int start, int want, const lon
     return n;
 }
 
-bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size_t cap)
+bool gemm_set_parse(const char *text, gemm_try *out, char *why, size_t cap)
 {
-    *kernel = strstr(text, "WGD=") ? LN_CB_XGEMM_DIRECT : LN_CB_XGEMM;
-    const ln_clblast_kernel *k = &ln_clblast_kernels[*kernel];
+    out->kernel = strstr(text, "WGD=") ? LN_CB_XGEMM_DIRECT : LN_CB_XGEMM;
+    long long *v = out->v;
+    const ln_clblast_kernel *k = &ln_clblast_kernels[out->kernel];
     bool seen[LN_CB_MAX_PARAMS] = {false};
     const char *p = text;
     while (*p) {
@@ -458,7 +459,7 @@ bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size
         p = end;
     }
     /* CLBlast's Xgemm variations 1 and 2 print no GEMMK or KREG. */
-    if (*kernel == LN_CB_XGEMM) {
+    if (out->kernel == LN_CB_XGEMM) {
         if (!seen[0])
             v[0] = 0, seen[0] = true;
         if (!seen[1])
@@ -473,21 +474,19 @@ bool gemm_set_parse(const char *text, int *kernel, long long *v, char *why, size
 }
 
 /* The --gemm-try sets of kernel `kernel` that this device can run. */
-static int push_tries(gemm_cand *out, int n, int kernel, const char *const *tries, int count,
+static int push_tries(gemm_cand *out, int n, int kernel, const gemm_try *tries, int count,
                       const ln_device_info *info, size_t wg_cap)
 {
     for (int i = 0; i < count; i++) {
-        long long v[LN_CB_MAX_PARAMS];
-        int k;
         char why[200];
-        if (!gemm_set_parse(tries[i], &k, v, why, sizeof(why)) || k != kernel)
-            continue; /* main() refused malformed ones; the other kernel's list takes it */
-        if (!ln_clblast_params_valid(k, v, info, wg_cap, why, sizeof(why))) {
+        if (tries[i].kernel != kernel)
+            continue; /* the other kernel's list takes it */
+        if (!ln_clblast_params_valid(kernel, tries[i].v, info, wg_cap, why, sizeof(why))) {
             fprintf(stderr, "\nln-tune: --gemm-try set %d is not for this device: %s\n", i + 1,
                     why);
             continue;
         }
-        gemm_cand c = pure(k, v);
+        gemm_cand c = pure(kernel, tries[i].v);
         n = push_cand(out, n, &c, info, wg_cap);
     }
     return n;
@@ -497,7 +496,7 @@ static int push_tries(gemm_cand *out, int n, int kernel, const char *const *trie
  * kind's first), then in --full random ones (`random_x_sets` Xgemm sets
  * when >= 0). */
 static int build_candidates(const ln_device_info *info, cl_uint preferred, size_t wg_cap,
-                            bool quick, int random_x_sets, const char *const *tries,
+                            bool quick, int random_x_sets, const gemm_try *tries,
                             int try_count, gemm_cand *out)
 {
     int n = 0;
@@ -598,18 +597,26 @@ static long long threshold_between(unsigned long long below, unsigned long long 
 
 /* --------------------------------------------------------------- table */
 
-void describe_clblast(const ln_tune_entry *e, char *buf, size_t cap)
+/* Appends " NAME=V" (no leading space when buf is empty) for each of
+ * kernel k's parameters that is set (>= 0); returns the new length. */
+static size_t append_params(int k, const long long *v, char *buf, size_t used, size_t cap)
 {
-    int k = ln_clblast_kernel_of(e->kernel);
-    size_t used = 0;
-    buf[0] = '\0';
-    for (int i = 0; k >= 0 && i < ln_clblast_kernels[k].count && used < cap; i++)
-        if (e->clblast[i] >= 0) {
+    for (int i = 0; i < ln_clblast_kernels[k].count && used < cap; i++)
+        if (v[i] >= 0) {
             int w = snprintf(buf + used, cap - used, "%s%s=%lld", used ? " " : "",
-                             ln_clblast_kernels[k].params[i], e->clblast[i]);
+                             ln_clblast_kernels[k].params[i], v[i]);
             if (w > 0)
                 used += (size_t)w;
         }
+    return used;
+}
+
+void describe_clblast(const ln_tune_entry *e, char *buf, size_t cap)
+{
+    int k = ln_clblast_kernel_of(e->kernel);
+    buf[0] = '\0';
+    if (k >= 0)
+        append_params(k, e->clblast, buf, 0, cap);
     if (!buf[0])
         snprintf(buf, cap, "CLBlast's own (kept)");
 }
@@ -619,20 +626,13 @@ static void describe_cand(const gemm_cand *c, char *buf, size_t cap)
 {
     size_t used = 0;
     buf[0] = '\0';
-    for (int k = 0; k < LN_CB_COUNT && used < cap; k++) {
-        if (!c->set[k])
-            continue;
-        int w = snprintf(buf + used, cap - used, "%s%s", used ? " | " : "",
-                         ln_clblast_kernels[k].name);
-        for (int i = 0; i < ln_clblast_kernels[k].count && w > 0 && used + (size_t)w < cap; i++) {
-            int more = snprintf(buf + used + w, cap - used - (size_t)w, " %s=%lld",
-                                ln_clblast_kernels[k].params[i], c->v[k][i]);
-            if (more > 0)
-                w += more;
+    for (int k = 0; k < LN_CB_COUNT && used < cap; k++)
+        if (c->set[k]) {
+            int w = snprintf(buf + used, cap - used, "%s%s", used ? " | " : "",
+                             ln_clblast_kernels[k].name);
+            if (w > 0)
+                used = append_params(k, c->v[k], buf, used + (size_t)w, cap);
         }
-        if (w > 0)
-            used += (size_t)w;
-    }
 }
 
 static void shape_label(const gemm_shape *s, char *buf, size_t cap)
@@ -784,11 +784,9 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     for (int c = 0; c <= nc; c++) {
         /* Keep one rebuild's worth of budget for the mix, once both kernels
          * have a measured set: on a GPU the mix is the likely winner (the
-         * H200, 2026-11-27: CLBlast's own tuner's best Xgemm set ran its
-         * 8192x1536x384 at 37 TFLOP/s, but with every GEMM on it the
-         * model's 40 GEMMs took 8.7 ms against the defaults' 4.7, the
-         * small ones padded to 128x128 tiles; the best all-direct set took
-         * 4.6; a budget cut after 10 candidates then left the mix untried). */
+         * H200 numbers at xgemm_gpu: fast Xgemm sets lose over all the
+         * GEMMs, the all-direct ones tie; a budget cut after 10
+         * candidates left the mix untried). */
         if (c < nc && measured_both(cands, res, c) &&
             !budget_fits(b, job_start, share, 2 * (compile_est + run_cost)))
             c = nc;
