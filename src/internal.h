@@ -232,9 +232,11 @@ void ln_profile_end(ln_context *ctx, cl_event start, cl_event last, const char *
 #define LN_CACHE_FORMAT_VERSION 1u
 /* Bumped when ln-tune measures differently; tuning files of another
  * version are ignored as stale. */
-#define LN_TUNER_VERSION 4u /* 2: CLBlast GEMM entries, CLBlast version in the key; 3: CLBlast
+#define LN_TUNER_VERSION 5u /* 2: CLBlast GEMM entries, CLBlast version in the key; 3: CLBlast
                               * sets chosen with USE_VECTOR_MAD on PoCL (gemm_tuning.c); 4:
-                              * the model's GEMMs timed against W^T [in, out] (linear.c) */
+                              * the model's GEMMs timed against W^T [in, out] (linear.c); 5:
+                              * attention timed over every branch of a layer (tune/ln_tune.c),
+                              * which changes its S-mode choice */
 /* Options every program is built with, before the family's own. */
 #define LN_BUILD_OPTIONS_BASE "-cl-std=CL1.2"
 

@@ -1,11 +1,16 @@
 # tune_cli.cmake: ln-tune end to end (tune/): a tiny tuning run (one
 # shape, the three ln-cl kernel families, 20 s budget) into a fresh
-# LN_CACHE_DIR, --show of the file it wrote, --export, --import into a
-# second cache dir, a refused import of a file that is not a tuning file;
-# and a GEMM-only run (CLBlast parameters at the 1x64 model's GEMMs, 100 s:
-# CLBlast's default build plus one candidate's on the 2-core PoCL machine)
-# that logs the candidate it measured and whose three clblast-* entries
-# --show lists; an out-of-range --gemm-random is refused; --gemm-try takes
+# LN_CACHE_DIR, whose attention job times every branch of a layer and S's
+# GEMM under CLBlast's defaults (no GEMM sets in that file); --show of the
+# file it wrote, --export, --import into a second cache dir, a refused
+# import of a file that is not a tuning file; a GEMM and attention run
+# (CLBlast parameters at the 1x64 model's GEMMs, 150 s: two thirds of it
+# for the GEMM job, CLBlast's default build plus one candidate's on the
+# 2-core PoCL machine) that logs the candidate it measured, runs the GEMM
+# job first and charges attention the S GEMM time that job measured, and
+# whose three clblast-* entries and attention entry --show lists; then an
+# attention-only rerun on that file, which times S under the file's
+# CLBlast sets; an out-of-range --gemm-random is refused; --gemm-try takes
 # a set as CLBlast's tuner writes it (PRECISION included) and names an
 # unknown parameter; bench/clblast_best_sets.py picks the fastest matching
 # sets from a CLBlast tuner log (an H200 excerpt, plus a faster row whose
@@ -30,7 +35,8 @@ if(TARGET ln-tune)
   set_tests_properties(tune_cli_clean PROPERTIES FIXTURES_SETUP tune_cli_fresh)
   set_tests_properties(tune_cli_run PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
                        FIXTURES_SETUP tune_cli_tuned ENVIRONMENT "${LN_TUNE_CLI_ENV}"
-                       PASS_REGULAR_EXPRESSION "attention +B1-n64" TIMEOUT 300)
+                       PASS_REGULAR_EXPRESSION "attention B1-n64: one layer's branches \\(64,128,256,384 wide\\); S's GEMM charged [0-9.]+ us per layer, timed here under CLBlast's defaults \\(no GEMM sets in the tuning file\\).*attention +B1-n64"
+                       TIMEOUT 300)
   # Every kernel of the run is in the file, and it validates.
   set_tests_properties(tune_cli_show PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
                        ENVIRONMENT "${LN_TUNE_CLI_ENV}"
@@ -48,12 +54,18 @@ if(TARGET ln-tune)
   set(LN_TUNE_GEMM_ENV "POCL_CACHE_DIR=${CMAKE_BINARY_DIR}/pocl-cache"
                        "LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache-gemm")
   add_test(NAME tune_cli_gemm
-           COMMAND ln-tune --kernels gemm --quick --shapes 1x64 --budget 100)
+           COMMAND ln-tune --kernels gemm,attention --quick --shapes 1x64 --budget 150)
   add_test(NAME tune_cli_gemm_show COMMAND ln-tune --show)
+  add_test(NAME tune_cli_gemm_then_attention
+           COMMAND ln-tune --kernels attention --redo --quick --shapes 1x64 --budget 20)
   set_tests_properties(tune_cli_gemm PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
                        FIXTURES_SETUP tune_cli_gemm_tuned ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
-                       PASS_REGULAR_EXPRESSION "gemm candidate 0: [0-9.]+ us against the default's [0-9.]+ .*Xgemm GEMMK=.*gemm +64x384x64 .*clblast-Xgemm +B1-n64"
+                       PASS_REGULAR_EXPRESSION "gemm candidate 0: [0-9.]+ us against the default's [0-9.]+ .*Xgemm GEMMK=.*attention B1-n64: one layer's branches \\(64,128,256,384 wide\\); S's GEMM charged [0-9.]+ us per layer, as the GEMM job measured it.*gemm +64x384x64 .*clblast-Xgemm +B1-n64.*attention +B1-n64"
                        TIMEOUT 600)
+  set_tests_properties(tune_cli_gemm_then_attention PROPERTIES
+                       FIXTURES_REQUIRED tune_cli_gemm_shown ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
+                       PASS_REGULAR_EXPRESSION "S's GEMM charged [0-9.]+ us per layer, timed here under the tuning file's CLBlast sets"
+                       TIMEOUT 300)
   add_test(NAME tune_cli_gemm_random_refused COMMAND ln-tune --kernels gemm --gemm-random 33)
   set_tests_properties(tune_cli_gemm_random_refused PROPERTIES
                        PASS_REGULAR_EXPRESSION "--gemm-random takes 0 to 32 sets, not '33'")
@@ -74,6 +86,6 @@ if(TARGET ln-tune)
                          FAIL_REGULAR_EXPRESSION "70101")
   endif()
   set_tests_properties(tune_cli_gemm_show PROPERTIES FIXTURES_REQUIRED tune_cli_gemm_tuned
-                       ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
-                       PASS_REGULAR_EXPRESSION "clblast-Xgemm +B1-n64.*clblast-XgemmDirect +B1-n64.*clblast-GemmRoutine +B1-n64.*3 entries")
+                       FIXTURES_SETUP tune_cli_gemm_shown ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
+                       PASS_REGULAR_EXPRESSION "clblast-Xgemm +B1-n64.*clblast-XgemmDirect +B1-n64.*clblast-GemmRoutine +B1-n64.*attention +B1-n64.*4 entries")
 endif()

@@ -11,8 +11,8 @@
  * --export and --import of that file.
  *
  * Shapes follow the model's config (default: SPEC's d_model 384,
- * pos_hidden 64, head_dim 32; attention on the widest branch, 384 = 12
- * heads), or --model's.
+ * pos_hidden 64, head_dim 32; attention as one layer of the model calls it:
+ * every branch, 64 to 384 wide), or --model's.
  *
  * Budget: --budget is the whole run's; each job (kernel x shape, then the
  * GEMM job) gets a share of what is left, weighted (the GEMM job weighs as
@@ -38,9 +38,29 @@
 #define MAX_SHAPES 16
 #define MAX_CANDIDATES 64
 
-/* The workloads' sizes, from the model's config; S_USES: attention calls
- * that read one S per forward (every branch of every layer). */
-static size_t D_MODEL = 384, POS_HIDDEN = 64, HEAD_DIM = 32, ATTN_WIDTH = 384, S_USES = 4;
+/* The workloads' sizes, from the model's config. Attention is timed as
+ * one layer runs it: one call per branch (BRANCH_WIDTHS, the config's
+ * scales). Timing the widest branch alone favoured RECOMPUTE_S: it costs d
+ * multiply-adds per (query, key) pair in every call, whatever the branch's
+ * width, against 2 head_dim per pair per head of real work, so it doubles
+ * the widest branch's work (12 heads) but quadruples the narrowest's (2);
+ * over the default model's four branches it adds 1536 to 1664. And the
+ * S GEMM that PRECOMPUTED_S pays for was timed under CLBlast's defaults
+ * (ln-tune's context loads no tuning), 6.6 ms at B = 1, n = 256 on the
+ * 2-core PoCL machine where the tuned sets take 0.7. That run picked
+ * RECOMPUTE_S at n = 256; timed as the model runs it, one layer took
+ * 10.4 / 12.5 ms with S precomputed (S included) against 11.6 / 11.3
+ * recomputed (two runs, 16 x 32 tiles, a shared VM at 20-34% steal): level
+ * within the noise there, so which mode wins is now the measurement's
+ * call rather than the objective's bias. ATTN_WIDTH: the widest branch
+ * (local-memory checks); ATTN_SUM:
+ * the branches' outputs side by side; N_LAYERS: the layers that share one
+ * S per forward. */
+static size_t D_MODEL = 384, POS_HIDDEN = 64, HEAD_DIM = 32, ATTN_WIDTH = 384, ATTN_SUM = 832;
+static size_t BRANCH_WIDTHS[LN_MAX_SCALES] = {64, 128, 256, 384}, BRANCH_COUNT = 4, N_LAYERS = 1;
+/* Under which CLBlast sets attention's S GEMM is timed when the GEMM job
+ * did not measure it (tune() sets it; the attention jobs log it). */
+static const char *S_TIMED_UNDER = "CLBlast's defaults";
 
 double now_s(void)
 {
@@ -83,9 +103,9 @@ typedef struct workload {
     size_t batch, n, rows;
     cl_mem x, gamma, beta, y;                 /* layernorm: [rows, D] */
     cl_mem pos, w1, b1, w2, b2, px, pout;     /* positional */
-    cl_mem q, k, v, unit, temp, aout;         /* attention */
+    cl_mem qkv, unit, temp, aout;             /* attention */
     cl_mem s;       /* S for PRECOMPUTED_S, computed once (NULL: too big) */
-    double s_share; /* seconds of S's GEMM charged to each PRECOMPUTED_S call */
+    double s_share; /* seconds of S's GEMM charged to each PRECOMPUTED_S layer */
 } workload;
 
 static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t *state, float lo, float hi)
@@ -108,7 +128,7 @@ static cl_mem random_buffer(ln_context *ctx, size_t floats, uint64_t *state, flo
 static void workload_free(ln_context *ctx, workload *w)
 {
     cl_mem *all[] = {&w->x, &w->gamma, &w->beta, &w->y, &w->pos, &w->w1, &w->b1, &w->w2,
-                     &w->b2, &w->px, &w->pout, &w->q, &w->k, &w->v, &w->unit, &w->temp, &w->aout,
+                     &w->b2, &w->px, &w->pout, &w->qkv, &w->unit, &w->temp, &w->aout,
                      &w->s};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         ln_buffer_release(ctx, *all[i]);
@@ -116,7 +136,22 @@ static void workload_free(ln_context *ctx, workload *w)
     }
 }
 
-static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *kernel, workload *w)
+#define S_RUNS 5
+typedef struct s_call {
+    size_t batch, n;
+    workload *w;
+} s_call;
+
+static ln_status run_similarity(ln_context *ctx, void *arg)
+{
+    const s_call *c = arg;
+    return ln_similarity(ctx, c->batch, c->n, D_MODEL, c->w->unit, c->w->s);
+}
+
+/* s_time: S's GEMM time as the GEMM job measured it under the sets it
+ * chose, or < 0 to time it here (under the sets the context has). */
+static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *kernel,
+                          double s_time, workload *w)
 {
     memset(w, 0, sizeof(*w));
     w->batch = batch, w->n = n, w->rows = batch * n;
@@ -135,37 +170,44 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
                (w->b2 = random_buffer(ctx, D_MODEL, &s, -0.1f, 0.1f)) &&
                (w->px = random_buffer(ctx, R * D_MODEL, &s, -1, 1)) &&
                (w->pout = random_buffer(ctx, R * D_MODEL, &s, 0, 0));
-    if (!((w->q = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
-          (w->k = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
-          (w->v = random_buffer(ctx, R * ATTN_WIDTH, &s, -1, 1)) &&
+    /* q, k and v interleaved in rows of 3 w, as the model's fused QKV
+     * projection leaves them (src/model.c). */
+    if (!((w->qkv = random_buffer(ctx, R * 3 * ATTN_WIDTH, &s, -1, 1)) &&
           (w->unit = random_buffer(ctx, R * D_MODEL, &s, -0.05f, 0.05f)) &&
           (w->temp = random_buffer(ctx, ATTN_WIDTH / HEAD_DIM, &s, 0.5f, 1.5f)) &&
-          (w->aout = random_buffer(ctx, R * ATTN_WIDTH, &s, 0, 0))))
+          (w->aout = random_buffer(ctx, R * ATTN_SUM, &s, 0, 0))))
         return false;
-    /* The model computes S once per forward and every branch of every
-     * layer reads it: a PRECOMPUTED_S call is charged 1 / S_USES of S's
-     * GEMM (median of 3 after a warm-up), not all of it, which would tilt
-     * the mode toward RECOMPUTE_S. */
+    /* The model computes S once per forward and every layer reads it: a
+     * PRECOMPUTED_S layer is charged 1 / N_LAYERS of S's GEMM (median of 3
+     * after a warm-up), not all of it, which would tilt the mode toward
+     * RECOMPUTE_S. */
     if (ln_buffer_create(ctx, batch * n * n * sizeof(float), &w->s, "ln-tune S") != LN_SUCCESS) {
         w->s = NULL;
         ln_clear_error(ctx);
         return true;
     }
-    double t[3];
-    for (int i = -1; i < 3; i++) {
-        clFinish(ctx->queue);
-        double t0 = now_s();
-        if (ln_similarity(ctx, batch, n, D_MODEL, w->unit, w->s) != LN_SUCCESS ||
-            clFinish(ctx->queue) != CL_SUCCESS) {
+    /* Timed as the GEMM job times a GEMM (device time between markers),
+     * after two warm-ups: host-timed after one, the same GEMM read 1.4-3.3
+     * ms in three runs here, device-timed after two 0.9-1.6, where the
+     * GEMM job measured 0.7 (B = 1, n = 256, 2-core PoCL, shared VM). */
+    double t[S_RUNS];
+    s_call call = {batch, n, w};
+    for (int i = -2; i < S_RUNS; i++) {
+        if (s_time >= 0 && i == -1)
+            break; /* S is made; its time is known */
+        ln_status st;
+        const double ti = time_between_markers(ctx, run_similarity, &call, &st);
+        if (st != LN_SUCCESS) {
             ln_buffer_release(ctx, w->s);
             w->s = NULL;
             ln_clear_error(ctx);
             return true;
         }
         if (i >= 0)
-            t[i] = now_s() - t0;
+            t[i] = ti;
     }
-    w->s_share = measure_of(t, 3).median / (double)(S_USES ? S_USES : 1);
+    w->s_share = (s_time >= 0 ? s_time : measure_of(t, S_RUNS).median) /
+                 (double)(N_LAYERS ? N_LAYERS : 1);
     return true;
 }
 
@@ -179,12 +221,22 @@ static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mo
         return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
                                  w->w2, w->b2, w->px, w->pout);
     /* PRECOMPUTED_S reads the workload's S (its GEMM is added by
-     * time_once); without one it computes S in the call. */
+     * time_once); without one it computes S in the call. One call per
+     * branch, each writing its own [rows, w] block of aout. */
     cl_mem s = mode == LN_ATTENTION_PRECOMPUTED_S ? w->s : NULL;
-    return ln_semantic_attention(ctx, w->batch, w->n, ATTN_WIDTH, HEAD_DIM, D_MODEL,
-                                 ln_dmat_of(w->q, ATTN_WIDTH), ln_dmat_of(w->k, ATTN_WIDTH),
-                                 ln_dmat_of(w->v, ATTN_WIDTH), w->unit, s, w->temp, NULL,
-                                 (ln_attention_mode)mode, ln_dmat_of(w->aout, ATTN_WIDTH));
+    size_t out_off = 0;
+    for (size_t b = 0; b < BRANCH_COUNT; b++) {
+        const size_t bw = BRANCH_WIDTHS[b];
+        ln_dmat q = {w->qkv, 0, 3 * bw}, k = {w->qkv, bw, 3 * bw}, v = {w->qkv, 2 * bw, 3 * bw};
+        ln_dmat out = {w->aout, out_off, bw};
+        ln_status st = ln_semantic_attention(ctx, w->batch, w->n, bw, HEAD_DIM, D_MODEL, q, k, v,
+                                             w->unit, s, w->temp, NULL, (ln_attention_mode)mode,
+                                             out);
+        if (st)
+            return st;
+        out_off += w->rows * bw;
+    }
+    return LN_SUCCESS;
 }
 
 static cl_mem output_of(const char *kernel, workload *w, size_t *floats)
@@ -193,7 +245,7 @@ static cl_mem output_of(const char *kernel, workload *w, size_t *floats)
         return *floats = w->rows * D_MODEL, w->y;
     if (strcmp(kernel, "elementwise") == 0)
         return *floats = w->rows * D_MODEL, w->pout;
-    return *floats = w->rows * ATTN_WIDTH, w->aout;
+    return *floats = w->rows * ATTN_SUM, w->aout;
 }
 
 double time_between_markers(ln_context *ctx, tune_enqueue_fn run, void *arg, ln_status *st)
@@ -475,8 +527,8 @@ static void print_table(const result_row *rows, int nrows)
 
 /* One kernel family at one shape: returns false when nothing was stored. */
 static bool tune_job(ln_context *ctx, const options *o, const char *path, const char *kernel,
-                     shape sh, const ln_tune_table *existing, const budget *b, double share,
-                     int job, int jobs, uint64_t *rng, result_row *row)
+                     shape sh, double s_time, const ln_tune_table *existing, const budget *b,
+                     double share, int job, int jobs, uint64_t *rng, result_row *row)
 {
     const double job_start = now_s();
     const int runs = o->quick ? 3 : 7;
@@ -503,7 +555,8 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
     snprintf(row->kernel, sizeof(row->kernel), "%s", kernel);
     workload w;
     /* Tune at the bucket's size, so the entry describes it. */
-    if (!workload_make(ctx, e.batch, e.n, kernel, &w)) {
+    const bool at_shape = e.batch == sh.batch && e.n == sh.n;
+    if (!workload_make(ctx, e.batch, e.n, kernel, at_shape ? s_time : -1.0, &w)) {
         fprintf(stderr, "\nln-tune: %s %s: cannot allocate the data: %s\n", kernel, shape_name,
                 ln_last_error(ctx));
         workload_free(ctx, &w);
@@ -522,6 +575,23 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
         free(ref);
         workload_free(ctx, &w);
         return false;
+    }
+    if (strcmp(kernel, "attention") == 0) {
+        char widths[128] = "";
+        for (size_t i = 0, used = 0; i < BRANCH_COUNT && used < sizeof(widths); i++)
+            used += (size_t)snprintf(widths + used, sizeof(widths) - used, "%s%zu", i ? "," : "",
+                                     BRANCH_WIDTHS[i]);
+        char charged[160] = "S not precomputable here (too large)";
+        if (w.s)
+            snprintf(charged, sizeof(charged), "S's GEMM charged %.1f us per layer, %s",
+                     w.s_share * 1e6,
+                     at_shape && s_time >= 0 ? "as the GEMM job measured it under the sets it chose"
+                                             : S_TIMED_UNDER);
+        fprintf(stderr, "\nln-tune: attention %s: one layer's branches (%s wide); %s; default "
+                        "%.1f us: S %s, tiles %zux%zu\n",
+                shape_name, widths, charged, def.median * 1e6,
+                def_mode == LN_ATTENTION_RECOMPUTE_S ? "recomputed" : "precomputed",
+                base.attn_tile_q, base.attn_tile_k);
     }
     candidate cands[MAX_CANDIDATES];
     int nc = candidates_for(kernel, o->quick, wg_cap, cands, MAX_CANDIDATES, rng);
@@ -561,6 +631,14 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
                     shape_name, c, err);
             continue;
         }
+        /* Every measured attention set with its time, as the GEMM job does:
+         * which S mode won, and by how much, is this job's main question. */
+        if (strcmp(kernel, "attention") == 0)
+            fprintf(stderr, "\nln-tune: attention %s candidate %d: %.1f us against the "
+                            "default's %.1f: S %s, tiles %zux%zu\n",
+                    shape_name, c, m.median * 1e6, def.median * 1e6,
+                    mode == LN_ATTENTION_RECOMPUTE_S ? "recomputed" : "precomputed",
+                    p.attn_tile_q, p.attn_tile_k);
         /* Better by more than the default's own noise. */
         if (m.median < best_t && m.median < def.median - def.spread) {
             best = cands[c];
@@ -614,6 +692,49 @@ static int tune(ln_context *ctx, const options *o, const char *path)
     const budget b = {now_s(), o->budget_s};
     uint64_t rng = 0x2545f4914f6cdd1dull;
     int job = 0;
+    /* The GEMM job first: attention's PRECOMPUTED_S mode pays for S's GEMM,
+     * which must be timed with the CLBlast sets the model will run, not
+     * CLBlast's defaults (8x slower on PoCL, which tilted the mode toward
+     * RECOMPUTE_S). The GEMM job reports S's time under the sets it chose;
+     * where it measured nothing (entries kept, budget), the tuning file's
+     * sets are applied here, as a context does, and S is timed under them. */
+    double s_time[MAX_SHAPES];
+    for (int i = 0; i < MAX_SHAPES; i++)
+        s_time[i] = -1.0;
+    if (gemm) {
+        const double left = b.total - (now_s() - b.start);
+        const double share = left * gemm_weight / weight_left;
+        weight_left -= gemm_weight;
+        gemm_options go = {.quick = o->quick,
+                           .redo = o->redo,
+                           .runs = o->quick ? 3 : 5,
+                           .random_sets = o->gemm_random,
+                           .tries = o->gemm_tries,
+                           .try_count = o->gemm_try_count,
+                           .cfg = &o->cfg,
+                           .shape_count = o->shape_count,
+                           .s_seconds = s_time,
+                           .job = job++,
+                           .jobs = jobs};
+        size_t pairs[MAX_SHAPES][2];
+        for (int i = 0; i < o->shape_count; i++)
+            pairs[i][0] = o->shapes[i].batch, pairs[i][1] = o->shapes[i].n;
+        go.shapes = (const size_t(*)[2])pairs;
+        if (!gemm_tune(ctx, &go, path, &b, share > 0 ? share : 0, rows, &nrows))
+            skipped++;
+    }
+    if ((o->kernels & JOB_ATTENTION) && ln_clblast_overrides_on(ctx->device, NULL) == 0) {
+        ln_tune_table now = {0};
+        int applied = 0, rejected = 0;
+        if (ln_tune_file_read(&ctx->info, path, &now, why, sizeof(why)) == LN_TUNE_FILE_OK)
+            ln_clblast_apply(ctx, &now, &applied, &rejected);
+        ln_tune_table_free(&now);
+        S_TIMED_UNDER = applied ? "timed here under the tuning file's CLBlast sets"
+                                : "timed here under CLBlast's defaults (no GEMM sets in the "
+                                  "tuning file)";
+    } else {
+        S_TIMED_UNDER = "timed here under the CLBlast sets the GEMM job left in place";
+    }
     for (int ki = 0; ki < 3; ki++) {
         if (!(o->kernels & (1 << ki)))
             continue;
@@ -633,29 +754,10 @@ static int tune(ln_context *ctx, const options *o, const char *path)
                 skipped++;
                 continue;
             }
-            if (tune_job(ctx, o, path, kernels[ki], o->shapes[si], &existing, &b, share, job,
-                         jobs, &rng, r))
+            if (tune_job(ctx, o, path, kernels[ki], o->shapes[si], s_time[si], &existing, &b,
+                         share, job, jobs, &rng, r))
                 nrows++;
         }
-    }
-    if (gemm) {
-        const double left = b.total - (now_s() - b.start);
-        gemm_options go = {.quick = o->quick,
-                           .redo = o->redo,
-                           .runs = o->quick ? 3 : 5,
-                           .random_sets = o->gemm_random,
-                           .tries = o->gemm_tries,
-                           .try_count = o->gemm_try_count,
-                           .cfg = &o->cfg,
-                           .shape_count = o->shape_count,
-                           .job = job,
-                           .jobs = jobs};
-        size_t pairs[MAX_SHAPES][2];
-        for (int i = 0; i < o->shape_count; i++)
-            pairs[i][0] = o->shapes[i].batch, pairs[i][1] = o->shapes[i].n;
-        go.shapes = (const size_t(*)[2])pairs;
-        if (!gemm_tune(ctx, &go, path, &b, left > 0 ? left : 0, rows, &nrows))
-            skipped++;
     }
     ln_tune_table_free(&existing);
     fprintf(stderr, "\r%*s\r", 110, "");
@@ -906,15 +1008,19 @@ int main(int argc, char **argv)
         ln_tensor_file_free(file);
     }
     /* The ln-cl kernels' workloads: LayerNorm and positional at d_model,
-     * attention on the widest branch. */
+     * attention over every branch of one layer. */
     D_MODEL = (size_t)o.cfg.d_model;
     POS_HIDDEN = (size_t)o.cfg.pos_hidden;
     HEAD_DIM = (size_t)o.cfg.head_dim;
-    S_USES = (size_t)o.cfg.n_scales * (size_t)o.cfg.n_layers;
-    ATTN_WIDTH = 0;
-    for (int i = 0; i < o.cfg.n_scales; i++)
-        if ((size_t)o.cfg.scales[i] > ATTN_WIDTH)
-            ATTN_WIDTH = (size_t)o.cfg.scales[i];
+    N_LAYERS = (size_t)o.cfg.n_layers;
+    BRANCH_COUNT = (size_t)o.cfg.n_scales;
+    ATTN_WIDTH = ATTN_SUM = 0;
+    for (size_t i = 0; i < BRANCH_COUNT; i++) {
+        BRANCH_WIDTHS[i] = (size_t)o.cfg.scales[i];
+        ATTN_SUM += BRANCH_WIDTHS[i];
+        if (BRANCH_WIDTHS[i] > ATTN_WIDTH)
+            ATTN_WIDTH = BRANCH_WIDTHS[i];
+    }
     char path[1024];
     int rc;
     if (!ln_tune_file_path(&ctx->info, path, sizeof(path))) {

@@ -892,6 +892,12 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
 
     /* Rows: every GEMM shape (GFLOP/s default -> tuned), then the sets. */
     const gemm_result *tuned = best >= 0 ? &res[best] : &def;
+    for (int j = 0; o->s_seconds && j < o->shape_count; j++)
+        for (int i = 0; i < w->count; i++)
+            if (w->s[i].trans_b && w->s[i].batch == o->shapes[j][0] &&
+                w->s[i].m == o->shapes[j][1] && w->s[i].n == o->shapes[j][1] &&
+                w->s[i].k == (size_t)o->cfg->d_model)
+                o->s_seconds[j] = tuned->t[i];
     for (int i = 0; i < w->count && *nrows < MAX_ROWS; i++) {
         const gemm_shape *s = &w->s[i];
         result_row *r = &rows[(*nrows)++];
