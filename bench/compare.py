@@ -10,7 +10,7 @@ off on CUDA, at the model's GEMM shapes.
 
     python3 bench/compare.py [--bench build-bench/bench/ln-bench]
         [--batch 1,8] [--n 64,256,1024,4096] [--skip 8x4096] [--repeats 5]
-        [--warmup 1] [--seed 0] [--device SPEC] [--out results.json]
+        [--warmup 1] [--rounds 1] [--seed 0] [--device SPEC] [--out results.json]
 
 Steps:
  1. Seeded LNEncoder weights (torch.manual_seed) saved as safetensors with
@@ -29,6 +29,12 @@ Steps:
     torch.matmul (CUDA) at the same shapes.
  5. Tables with ln-cl / PyTorch time ratios (> 1: ln-cl slower); --out
     keeps every number as JSON.
+
+--rounds R repeats steps 3 and 4 R times, one pass over every shape per
+round, and reports per shape the median over rounds of each round's
+ratio: on a shared VM whose speed drifts by 2x over seconds (steal), a
+ratio of two timings taken a second apart is steadier than either timing,
+and the median of R such ratios steadier still.
 
 On a CPU, defaults skip B=8 n=4096 (minutes per forward on 2 cores).
 OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE may be set in this environment (older
@@ -357,6 +363,8 @@ def main():
                     help="BxN shapes to leave out (default on CPU: 8x4096; on CUDA: none)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="passes over all shapes, ratios taken per pass (default 1)")
     ap.add_argument("--profile-runs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", default=None, help="ln_config JSON (default: SPEC's)")
@@ -372,6 +380,8 @@ def main():
                     help="BxN shapes at which to time torch.compile (default: all); each "
                          "new shape costs a compilation of tens of seconds")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds takes a count >= 1")
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -445,41 +455,58 @@ def main():
 
     env = dict(os.environ)
     rows = []
-    for b, n in shapes:
-        load = os.getloadavg()[0]
-        ticks = cpu_ticks()
-        print("shape B=%d n=%d (load %.2f): ln-bench ..." % (b, n, load), end="", flush=True)
-        lb = run_bench(bench, args, ["--model", weights, "--batch", str(b), "--n", str(n),
-                                     "--no-gemm"], env)
-        s = lb["shapes"][0]
-        if not args.no_check:
-            want = torch_flops(config, b, n)
-            if abs(s["flops"]["total"] - want) > 1e-6 * want:
-                sys.exit("compare.py: ln-bench counts %.6g FLOPs for B=%d n=%d, FlopCounterMode "
-                         "of the reference %.6g" % (s["flops"]["total"], b, n, want))
-        print(" %.1f ms; torch reference and sdpa, taking turns ..." % s["encode_device_ms"],
-              end="", flush=True)
-        x = torch.rand(b, n, d, device=device) * 2 - 1
-        use_compiled = compiled is not None and (compile_shapes is None or (b, n) in compile_shapes)
-        models = [model, sdpa] + ([compiled] if use_compiled else [])
-        try:
-            res = time_torch(models, x, args.repeats, max(args.warmup, 2 if use_compiled else 0),
-                             device)
-        except Exception as e:  # a torch.compile failure shows up at the first call
-            if not use_compiled:
-                raise
-            print(" torch.compile failed (%r); without it ..." % (e,), end="", flush=True)
-            compiled = None
-            res = time_torch([model, sdpa], x, args.repeats, args.warmup, device)
-        tr, ts, tc = res[0], res[1], res[2] if len(res) > 2 else None
-        print(" %.1f ms; sdpa %.1f ms%s" % (tr["ms"], ts["ms"],
-                                           "; compiled %.1f ms" % tc["ms"] if tc else ""), end="")
-        print(flush=True)
-        rows.append({"batch": b, "n": n, "loadavg_1min": [load, os.getloadavg()[0]],
-                     "steal_pct": steal_pct(ticks, cpu_ticks()), "ln_bench": s,
-                     "torch_reference": tr, "torch_sdpa": ts,
-                     "torch_compiled_sdpa": tc, "ln_bench_device": lb["device"]})
-        del x
+    for rnd in range(args.rounds):
+        for si, (b, n) in enumerate(shapes):
+            load = os.getloadavg()[0]
+            ticks = cpu_ticks()
+            print("%sshape B=%d n=%d (load %.2f): ln-bench ..." % (
+                "round %d/%d, " % (rnd + 1, args.rounds) if args.rounds > 1 else "", b, n, load),
+                end="", flush=True)
+            lb = run_bench(bench, args, ["--model", weights, "--batch", str(b), "--n", str(n),
+                                         "--no-gemm"], env)
+            s = lb["shapes"][0]
+            if not args.no_check and rnd == 0:
+                want = torch_flops(config, b, n)
+                if abs(s["flops"]["total"] - want) > 1e-6 * want:
+                    sys.exit("compare.py: ln-bench counts %.6g FLOPs for B=%d n=%d, FlopCounterMode "
+                             "of the reference %.6g" % (s["flops"]["total"], b, n, want))
+            print(" %.1f ms; torch reference and sdpa, taking turns ..." % s["encode_device_ms"],
+                  end="", flush=True)
+            x = torch.rand(b, n, d, device=device) * 2 - 1
+            use_compiled = compiled is not None and (compile_shapes is None or (b, n) in compile_shapes)
+            models = [model, sdpa] + ([compiled] if use_compiled else [])
+            try:
+                res = time_torch(models, x, args.repeats,
+                                 max(args.warmup, 2 if use_compiled else 0), device)
+            except Exception as e:  # a torch.compile failure shows up at the first call
+                if not use_compiled:
+                    raise
+                print(" torch.compile failed (%r); without it ..." % (e,), end="", flush=True)
+                compiled = None
+                res = time_torch([model, sdpa], x, args.repeats, args.warmup, device)
+            tr, ts, tc = res[0], res[1], res[2] if len(res) > 2 else None
+            print(" %.1f ms; sdpa %.1f ms%s" % (tr["ms"], ts["ms"],
+                                               "; compiled %.1f ms" % tc["ms"] if tc else ""), end="")
+            print(flush=True)
+            one = {"ln_ms": s["encode_device_ms"], "ref_ms": tr["ms"], "sdpa_ms": ts["ms"],
+                   "compiled_ms": tc["ms"] if tc else None,
+                   "steal_pct": steal_pct(ticks, cpu_ticks())}
+            if rnd == 0:
+                rows.append({"batch": b, "n": n, "loadavg_1min": [load, os.getloadavg()[0]],
+                             "steal_pct": one["steal_pct"], "ln_bench": s,
+                             "torch_reference": tr, "torch_sdpa": ts,
+                             "torch_compiled_sdpa": tc, "ln_bench_device": lb["device"],
+                             "rounds": []})
+            r = rows[si]
+            r["rounds"].append(one)
+            r["loadavg_1min"][1] = max(r["loadavg_1min"][1], os.getloadavg()[0])
+            del x
+    for r in rows:
+        rr = r["rounds"]
+        r["ratio_ref"] = [q["ln_ms"] / q["ref_ms"] for q in rr]
+        r["ratio_sdpa"] = [q["ln_ms"] / q["sdpa_ms"] for q in rr]
+        steals = [q["steal_pct"] for q in rr if q["steal_pct"] is not None]
+        r["steal_pct"] = statistics.median(steals) if steals else None
 
     gemm = None
     if not args.no_gemm and shapes:
@@ -490,46 +517,69 @@ def main():
         missing = [(b, n) for b in bs for n in ns if (b, n) not in shapes]
         if missing:
             extra += ["--skip", ",".join("%dx%d" % s for s in missing)]
-        print("GEMMs: ln-bench (CLBlast) ...", end="", flush=True)
-        lg = run_bench(bench, args, extra, env)["gemm"]
-        shapes_g = [{k: g[k] for k in ("m", "n", "k", "batch")} for g in lg]
-        if cuda:
-            print(" torch.matmul fp32 (TF32 off) ...", flush=True)
-            other = {"gemms": torch_gemms(shapes_g, args, device), "name": "torch.matmul fp32"}
-        else:
-            print(" numpy (OpenBLAS, %s unset) ..." % " and ".join(OPENBLAS_VARS), flush=True)
-            other = numpy_gemms(shapes_g, args)
-            if other:
-                other["name"] = "numpy"
-        gemm = {"ln_bench": lg, "other": other}
+        gemm_rounds = []
+        for rnd in range(args.rounds):
+            print("%sGEMMs: ln-bench (CLBlast) ..." % (
+                "round %d/%d, " % (rnd + 1, args.rounds) if args.rounds > 1 else ""),
+                end="", flush=True)
+            lg = run_bench(bench, args, extra, env)["gemm"]
+            shapes_g = [{k: g[k] for k in ("m", "n", "k", "batch")} for g in lg]
+            if cuda:
+                print(" torch.matmul fp32 (TF32 off) ...", flush=True)
+                other = {"gemms": torch_gemms(shapes_g, args, device), "name": "torch.matmul fp32"}
+            else:
+                print(" numpy (OpenBLAS, %s unset) ..." % " and ".join(OPENBLAS_VARS), flush=True)
+                other = numpy_gemms(shapes_g, args)
+                if other:
+                    other["name"] = "numpy"
+            gemm_rounds.append({"ln_bench": lg, "other": other})
+        gemm = dict(gemm_rounds[0])
+        gemm["rounds"] = gemm_rounds
+        if all(g["other"] for g in gemm_rounds):
+            gemm["ratio_rounds"] = [[g["ln_bench"][i]["ms"] / g["other"]["gemms"][i]["ms"]
+                                     for g in gemm_rounds] for i in range(len(gemm["ln_bench"]))]
 
     # ---------------------------------------------------------------- tables
     dev = rows[0]["ln_bench_device"]["name"] if rows else "?"
-    print("\nLN encoder forward, default config unless --config; median ms of %d after %d warm-up"
-          % (args.repeats, args.warmup))
+    print("\nLN encoder forward, default config unless --config; median ms of %d after %d warm-up%s"
+          % (args.repeats, args.warmup,
+             "; each figure the median over %d rounds, each ratio the median of the rounds' "
+             "ratios" % args.rounds if args.rounds > 1 else ""))
     print("ln-cl on %s; PyTorch %s eager float32 on %s" % (
         dev, torch.__version__, env_info["cuda_name"] or "CPU (%d threads)" % torch.get_num_threads()))
     hdr = ("%3s %5s %8s %10s %10s %10s %10s %10s %8s %8s %9s %9s %6s %6s" % (
         "B", "n", "GFLOP", "ln-cl dev", "ln-cl enc", "torch ref", "torch sdpa", "compiled",
         "dev/ref", "dev/sdpa", "ln GF/s", "ln MiB", "load", "steal%"))
     print(hdr)
+    med = statistics.median
     for r in rows:
-        s, tr, ts, tc = r["ln_bench"], r["torch_reference"], r["torch_sdpa"], r["torch_compiled_sdpa"]
+        s, rr = r["ln_bench"], r["rounds"]
         steal = r["steal_pct"]
+        comp = [q["compiled_ms"] for q in rr if q["compiled_ms"] is not None]
+        ln_ms = med([q["ln_ms"] for q in rr])
         print("%3d %5d %8.2f %10.2f %10.2f %10.2f %10.2f %10s %8.2f %8.2f %9.2f %9.1f %6.1f %6s" % (
-            r["batch"], r["n"], s["flops"]["total"] * 1e-9, s["encode_device_ms"], s["encode_ms"],
-            tr["ms"], ts["ms"], fmt(tc["ms"] if tc else None), s["encode_device_ms"] / tr["ms"],
-            s["encode_device_ms"] / ts["ms"], s["gflops_device"], s["peak_device_bytes"] / 2**20,
+            r["batch"], r["n"], s["flops"]["total"] * 1e-9, ln_ms, s["encode_ms"],
+            med([q["ref_ms"] for q in rr]), med([q["sdpa_ms"] for q in rr]),
+            fmt(med(comp) if comp else None), med(r["ratio_ref"]), med(r["ratio_sdpa"]),
+            s["flops"]["total"] * 1e-6 / ln_ms, s["peak_device_bytes"] / 2**20,
             max(r["loadavg_1min"]), "-" if steal is None else "%.0f" % steal))
+    if args.rounds > 1:
+        print("Ratios of each round (ln-cl / reference; ln-cl / sdpa), in round order:")
+        for r in rows:
+            print("%3d %5d  %s;  %s" % (r["batch"], r["n"],
+                                        " ".join("%.2f" % v for v in r["ratio_ref"]),
+                                        " ".join("%.2f" % v for v in r["ratio_sdpa"])))
     if cuda:
         print("torch peak MiB (reference / sdpa): " + ", ".join(
             "%dx%d %.0f/%.0f" % (r["batch"], r["n"], r["torch_reference"]["peak_bytes"] / 2**20,
                                  r["torch_sdpa"]["peak_bytes"] / 2**20) for r in rows))
     print("dev/ref, dev/sdpa: ln-cl encode_device time / PyTorch time (> 1: ln-cl slower);\n"
+          "ln-cl enc: host arrays in and out, first round; GF/s from the dev column;\n"
           "load: 1-minute load average around the shape (> cores: other work shared the CPU);\n"
           "steal%: share of CPU time the hypervisor gave to other machines meanwhile (this\n"
-          "machine's timings stretch by about that much, unevenly).")
-    print("Minima of the same runs (steadier when the CPU is shared):")
+          "machine's timings stretch by about that much, unevenly; median over rounds).")
+    print("Minima of the same runs (steadier when the CPU is shared)%s:" % (
+        ", first round" if args.rounds > 1 else ""))
     print("%3s %5s %10s %10s %10s %8s %8s" % ("B", "n", "ln-cl dev", "torch ref", "torch sdpa",
                                              "dev/ref", "dev/sdpa"))
     for r in rows:
@@ -538,7 +588,8 @@ def main():
         print("%3d %5d %10.2f %10.2f %10.2f %8.2f %8.2f" % (r["batch"], r["n"], d_min, r_min, s_min,
                                                          d_min / r_min, d_min / s_min))
 
-    print("\nWhere ln-cl's time goes (device ms of one serialised profiled forward)")
+    print("\nWhere ln-cl's time goes (device ms of one serialised profiled forward%s)" % (
+        ", first round" if args.rounds > 1 else ""))
     cats = ("gemm", "attention", "norms", "epilogues", "copies")
     print("%3s %5s " % ("B", "n") + " ".join("%11s" % c for c in cats) + "  %11s" % "gemm GF/s")
     for r in rows:
@@ -565,18 +616,33 @@ def main():
                 "; ".join("%s %s %s, %s threads" % (t.get("internal_api"), t.get("version"),
                                                     t.get("architecture"), t.get("num_threads"))
                           for t in other.get("threadpool", []))))
-        print("%6s %6s %6s %5s %10s %9s %9s %10s %9s %9s %8s %8s  %s" % (
+        rounds_of = gemm.get("ratio_rounds")
+        print("%6s %6s %6s %5s %10s %9s %9s %10s %9s %9s %8s %8s %s %s" % (
             "m", "n", "k", "batch", "CLBlast ms", "min", "GFLOP/s", name[:10] + " ms", "min",
-            "GFLOP/s", "ratio", "min rat", "used by"))
+            "GFLOP/s", "ratio", "min rat", " rounds rat" if rounds_of and args.rounds > 1 else "",
+            " used by"))
         nan = float("nan")
         for i, g in enumerate(gemm["ln_bench"]):
             o = other["gemms"][i] if other else {"ms": nan, "min_ms": nan, "gflops": nan}
-            print("%6d %6d %6d %5d %10.3f %9.3f %9.2f %10.3f %9.3f %9.2f %8.2f %8.2f  %s" % (
+            print("%6d %6d %6d %5d %10.3f %9.3f %9.2f %10.3f %9.3f %9.2f %8.2f %8.2f %s  %s" % (
                 g["m"], g["n"], g["k"], g["batch"], g["ms"], g["min_ms"], g["gflops"], o["ms"],
                 o["min_ms"], o["gflops"], g["ms"] / o["ms"], g["min_ms"] / o["min_ms"],
-                g["label"]))
+                "%11.2f" % statistics.median(rounds_of[i]) if rounds_of and args.rounds > 1
+                else "", g["label"]))
         print("ratio: CLBlast time / %s time, of the medians and of the minima (the minimum\n"
-              "is the steadier figure when other work shares the CPU)." % name)
+              "is the steadier figure when other work shares the CPU), first round%s." % (
+                  name, "; rounds rat: the median of every round's ratio of medians"
+                  if rounds_of and args.rounds > 1 else ""))
+        if rounds_of:
+            per_shape = [statistics.median(v) for v in rounds_of]
+            share = [1.0 / v for v in per_shape]  # speed as a share of the other's
+            print("Summary over the %d GEMM shapes (median of rounds per shape): CLBlast's speed "
+                  "is %.2fx %s's at the median shape (%.2f-%.2fx), >= 0.5x at %d of %d shapes." % (
+                      len(per_shape), statistics.median(share), name, min(share), max(share),
+                      sum(v >= 0.5 for v in share), len(share)))
+            gemm["summary"] = {"median_speed_share": statistics.median(share),
+                               "shapes_at_least_half": sum(v >= 0.5 for v in share),
+                               "shapes": len(share)}
 
     env_info["loadavg_end"] = os.getloadavg()
     print("\nload average at start %.2f, at end %.2f (machine shared: expect noise)" % (
