@@ -1,7 +1,8 @@
 # tune_cli.cmake: ln-tune end to end (tune/): a tiny tuning run (one
 # shape, the three ln-cl kernel families, 20 s budget) into a fresh
 # LN_CACHE_DIR, whose attention job times every branch of a layer and S's
-# GEMM under CLBlast's defaults (no GEMM sets in that file); --show of the
+# GEMM under CLBlast's defaults (no GEMM sets in that file), and in which
+# confirming a first-pass winner never fails to time; --show of the
 # file it wrote, --export, --import into a second cache dir, a refused
 # import of a file that is not a tuning file; a GEMM and attention run
 # (CLBlast parameters at the 1x64 model's GEMMs, 150 s: two thirds of it
@@ -36,6 +37,7 @@ if(TARGET ln-tune)
   set_tests_properties(tune_cli_run PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
                        FIXTURES_SETUP tune_cli_tuned ENVIRONMENT "${LN_TUNE_CLI_ENV}"
                        PASS_REGULAR_EXPRESSION "attention B1-n64: one layer's branches \\(64,128,256,384 wide\\); S's GEMM charged [0-9.]+ us per layer, timed here under CLBlast's defaults \\(no GEMM sets in the tuning file\\).*attention +B1-n64"
+                       FAIL_REGULAR_EXPRESSION "timing failed while confirming"
                        TIMEOUT 300)
   # Every kernel of the run is in the file, and it validates.
   set_tests_properties(tune_cli_show PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
