@@ -579,7 +579,9 @@ void ln_tune_context_load(ln_context *ctx)
         cs->tuned_values = ln_tune_apply(&cs->tuning, &ctx->info, &ctx->params);
         ln_clblast_apply(ctx, &cs->tuning, &cs->clblast_applied, &cs->clblast_rejected);
     } else if (r != LN_TUNE_FILE_ABSENT)
-        fprintf(stderr, "ln-cl: warning: ignoring %s tuning file %s: %s; using defaults\n",
+        fprintf(stderr,
+                "ln-cl: warning: ignoring %s tuning file %s: %s; using defaults until ln-tune "
+                "is run again on this device\n",
                 r == LN_TUNE_FILE_STALE ? "stale" : "corrupt", cs->tuning_path, why);
 }
 
