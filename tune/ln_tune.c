@@ -759,8 +759,9 @@ static int tune(ln_context *ctx, const options *o, const char *path)
      * which must be timed with the CLBlast sets the model will run, not
      * CLBlast's defaults (8x slower on PoCL, which tilted the mode toward
      * RECOMPUTE_S). The GEMM job reports S's time under the sets it chose;
-     * where it measured nothing (entries kept, budget), the tuning file's
-     * sets are applied here, as a context does, and S is timed under them. */
+     * where it did not measure S at an attention job's size (entries kept,
+     * budget, a shape off its bucket), S is timed under the tuning file's
+     * sets, applied below as a context applies them. */
     double s_time[MAX_SHAPES];
     for (int i = 0; i < MAX_SHAPES; i++)
         s_time[i] = -1.0;
@@ -786,17 +787,22 @@ static int tune(ln_context *ctx, const options *o, const char *path)
         if (!gemm_tune(ctx, &go, path, &b, share > 0 ? share : 0, rows, &nrows))
             skipped++;
     }
-    if ((o->kernels & JOB_ATTENTION) && ln_clblast_overrides_on(ctx->device, NULL) == 0) {
+    /* The file's sets, as a context applies them, also after the GEMM job:
+     * it leaves its last candidate in place, not its winner. Only a winner
+     * that is CLBlast's own parameters cannot be restored in this process. */
+    if (o->kernels & JOB_ATTENTION) {
+        const bool touched = ln_clblast_overrides_on(ctx->device, NULL) > 0;
         ln_tune_table now = {0};
         int applied = 0, rejected = 0;
         if (ln_tune_file_read(&ctx->info, path, &now, why, sizeof(why)) == LN_TUNE_FILE_OK)
             ln_clblast_apply(ctx, &now, &applied, &rejected);
         ln_tune_table_free(&now);
-        S_TIMED_UNDER = applied ? "timed here under the tuning file's CLBlast sets"
-                                : "timed here under CLBlast's defaults (no GEMM sets in the "
-                                  "tuning file)";
-    } else {
-        S_TIMED_UNDER = "timed here under the CLBlast sets the GEMM job left in place";
+        S_TIMED_UNDER = applied    ? "timed here under the tuning file's CLBlast sets"
+                        : !touched ? "timed here under CLBlast's defaults (no GEMM sets in the "
+                                     "tuning file)"
+                                   : "timed here under the last CLBlast sets the GEMM job tried "
+                                     "(it kept CLBlast's defaults, which this process cannot "
+                                     "restore)";
     }
     for (int ki = 0; ki < 3; ki++) {
         if (!(o->kernels & (1 << ki)))
