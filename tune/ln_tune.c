@@ -614,8 +614,9 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
     snprintf(row->kernel, sizeof(row->kernel), "%s", kernel);
     workload w;
     /* Tune at the bucket's size, so the entry describes it. */
-    const bool at_shape = e.batch == sh.batch && e.n == sh.n;
-    if (!workload_make(ctx, e.batch, e.n, kernel, at_shape ? s_time : -1.0, &w)) {
+    /* The GEMM job's S time holds only where it ran at this very size. */
+    const double s_known = e.batch == sh.batch && e.n == sh.n ? s_time : -1.0;
+    if (!workload_make(ctx, e.batch, e.n, kernel, s_known, &w)) {
         fprintf(stderr, "\nln-tune: %s %s: cannot allocate the data: %s\n", kernel, shape_name,
                 ln_last_error(ctx));
         workload_free(ctx, &w);
@@ -644,8 +645,8 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
         if (w.s)
             snprintf(charged, sizeof(charged), "S's GEMM charged %.1f us per layer, %s",
                      w.s_share * 1e6,
-                     at_shape && s_time >= 0 ? "as the GEMM job measured it under the sets it chose"
-                                             : S_TIMED_UNDER);
+                     s_known >= 0 ? "as the GEMM job measured it under the sets it chose"
+                                  : S_TIMED_UNDER);
         fprintf(stderr, "\nln-tune: attention %s: one layer's branches (%s wide); %s; default "
                         "%.1f us: S %s, tiles %zux%zu\n",
                 shape_name, widths, charged, def.median * 1e6,

@@ -77,8 +77,8 @@ typedef struct gemm_options {
     const ln_model_config *cfg; /* the model whose GEMM shapes are tuned */
     const size_t (*shapes)[2];  /* (batch, n) pairs */
     int shape_count;
-    double *s_seconds; /* out, per pair or NULL: S = u u^T's time under the sets chosen,
-                        * < 0 where this run measured nothing */
+    double *s_seconds; /* out, per pair or NULL: S = u u^T's time under the sets chosen;
+                        * left as the caller set it where this run measured nothing */
     int job, jobs; /* for the progress line */
 } gemm_options;
 
