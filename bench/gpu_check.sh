@@ -7,8 +7,10 @@
 # the model's largest GEMM, whose best sets ln-tune then tries first at the
 # model's B = 8 GEMM shapes (keeping one only if it beats CLBlast's defaults
 # over all of them); bench/compare.py (ln-bench tuned, against PyTorch on
-# CUDA on the same card); then the test suite on the GPU. Measurements come
-# first, so a lease cut short still brings them back.
+# CUDA on the same card); ln-bench with every branch's attention in one
+# launch against one launch per branch, alternately (ab); then the test
+# suite on the GPU. Measurements come first, so a lease cut short still
+# brings them back.
 #
 #   ../shared/device/prepare.sh libjansson-dev libjansson4 clblast-utils
 #   cp ../shared/reference/ln_reference.py .device/
@@ -17,16 +19,18 @@
 # Steps are time-boxed (the lease is short) and one failing step does not
 # stop the next; each step's exit status is in $OUT/steps.txt.
 # LN_GPU_CHECK_STEPS picks steps (default: "build untuned clblast gemm
-# compare test"; "attn" (attention-bench) and "tune" (attention tiles) are
-# there to add). LN_GPU_CLBLAST_S: seconds of CLBlast's tuner (150);
+# compare ab test"; "attn" (attention-bench) and "tune" (attention tiles)
+# are there to add; "attn" took over 30 s on 2026-11-27 and printed
+# nothing). LN_GPU_CLBLAST_S: seconds of CLBlast's tuner (100);
 # LN_GPU_GEMM_BUDGET: ln-tune's GEMM budget (70 s: CLBlast's defaults, about
-# eight sets at 3-16 s of NVIDIA build each and the mix). All steps take
-# about 6.5 minutes on an H200 (2026-11-27, two calls), plus the machine's
-# start, inside a 15-minute lease.
+# eight sets at 3-16 s of NVIDIA build each and the mix). The default steps
+# took about 8 minutes on an H200 (2026-11-27: the tests 4 of them,
+# test_attention alone 236 s), plus the machine's start: one call within
+# its 10-minute limit, inside a 15-minute lease.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build untuned clblast gemm compare test}
+STEPS=${LN_GPU_CHECK_STEPS:-build untuned clblast gemm compare ab test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
@@ -69,7 +73,7 @@ step untuned 30 bash -c "'$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --re
 # random order) at the model's largest GEMM (ffn1 w384 at B = 8, n = 1024,
 # rows x 1536 x 384), stopped after LN_GPU_CLBLAST_S: its table is read, not
 # the JSON it writes only when a search ends.
-step clblast $((${LN_GPU_CLBLAST_S:-150} + 15)) bash -c "cd '$OUT' && timeout ${LN_GPU_CLBLAST_S:-150} \
+step clblast $((${LN_GPU_CLBLAST_S:-100} + 15)) bash -c "cd '$OUT' && timeout ${LN_GPU_CLBLAST_S:-100} \
     clblast_tuner_xgemm -m 8192 -n 1536 -k 384 -runs 2 >'$OUT/clblast_tuner.txt' 2>&1; true"
 mapfile -t best < <(python3 "$REPO/bench/clblast_best_sets.py" "$OUT/clblast_tuner.txt" 3 \
     2>>"$OUT/clblast_best.txt")
@@ -85,7 +89,25 @@ step gemm $((${LN_GPU_GEMM_BUDGET:-70} + 15)) "$BUILD/tune/ln-tune" --shapes 8x6
 step tune 80 "$BUILD/tune/ln-tune" --shapes 8x1024,2x4096 --kernels attention --budget 60
 step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench" \
     --repeats 10 --warmup 2 --compile-shapes 8x1024 --out "$OUT/compare.json"
-# Oclgrind and the fuzzers are CPU tools; everything else runs on the GPU.
-step test 120 bash -c "cd $BUILD && ctest -j8 --timeout 110 --output-on-failure -E 'oclgrind|fuzz'"
+# One attention launch for every branch of a layer against one per branch
+# (ln-bench --attention-per-branch), two alternating rounds under the same
+# tuning.
+step ab 90 bash -c "for r in 1 2; do for how in one per; do
+    flag=; [ \$how = per ] && flag=--attention-per-branch
+    '$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --repeats 10 --warmup 2 --no-gemm \
+        --json \$flag >'$OUT/ab_'\$how\$r.json || exit 1
+done; done"
+# Oclgrind and the fuzzers are CPU tools; ln-tune's CLI tests run on
+# budgets (tune_cli_gemm's is 150 s) that do not fit this step, and ctest
+# would add their fixtures back if only some were left out. Everything
+# else runs on the GPU.
+step test 260 bash -c "cd $BUILD && ctest -j8 --timeout 250 --output-on-failure -E 'oclgrind|fuzz|tune_cli'"
 "$BUILD/tune/ln-tune" --show >"$OUT/tuned.txt" 2>&1
 cat "$OUT/steps.txt"
+# A lease brings back at most 8 files of $OUT (2026-11-27: 18 were
+# written and the first 8 by name came back, without compare.log or the
+# GEMM job's log): everything goes into one archive, and the files read
+# first stay beside it.
+(cd "$OUT" && tar czf /tmp/gpu_check.tgz . && find . -type f ! -name steps.txt \
+    ! -name compare.log ! -name compare.json ! -name tuned.txt ! -name test.log -delete &&
+    mv /tmp/gpu_check.tgz .)

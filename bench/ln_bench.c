@@ -8,7 +8,8 @@
  *   ln-bench [--batch 1,8] [--n 64,256,1024,4096] [--skip 8x4096]
  *            [--config JSON | --model FILE] [--seed S] [--repeats 5]
  *            [--warmup 1] [--profile-runs 1] [--device SPEC]
- *            [--gemm-rows LIST | --no-gemm] [--no-model] [--json]
+ *            [--gemm-rows LIST | --no-gemm] [--no-model] [--attention-per-branch]
+ *            [--json]
  *
  * Timing: every figure is the median over --repeats runs after --warmup
  * runs (kernel builds, CLBlast's compiles and the workspace allocation
@@ -55,6 +56,7 @@ typedef struct options {
     uint64_t seed;
     int repeats, warmup, profile_runs;
     bool json, no_gemm, no_model;
+    bool per_branch; /* --attention-per-branch: one attention launch per branch */
 } options;
 
 /* ------------------------------------------------------------ helpers */
@@ -71,10 +73,13 @@ static void usage(FILE *to)
             "usage: ln-bench [--batch 1,8] [--n 64,256,1024,4096] [--skip BxN,...]\n"
             "                [--config JSON | --model FILE.safetensors] [--seed S]\n"
             "                [--repeats 5] [--warmup 1] [--profile-runs 1] [--device SPEC]\n"
-            "                [--gemm-rows R,... | --no-gemm] [--no-model] [--json]\n"
+            "                [--gemm-rows R,... | --no-gemm] [--no-model]\n"
+            "                [--attention-per-branch] [--json]\n"
             "Times the LN encoder forward per (B, n) and CLBlast SGEMM at the model's\n"
             "GEMM shapes (rows = each B * n unless --gemm-rows). --json: one JSON object\n"
-            "on stdout instead of the tables (progress goes to stderr).\n");
+            "on stdout instead of the tables (progress goes to stderr).\n"
+            "--attention-per-branch: where one launch would run every branch's attention\n"
+            "(attention_rows, on GPUs), launch it branch by branch, as before 2026-11-27.\n");
 }
 
 static double now_ms(void)
@@ -213,6 +218,8 @@ static void parse_args(int argc, char **argv, options *o)
             o->no_gemm = true;
         } else if (!strcmp(a, "--no-model")) {
             o->no_model = true;
+        } else if (!strcmp(a, "--attention-per-branch")) {
+            o->per_branch = true;
         } else {
             fprintf(stderr, "ln-bench: unknown argument \"%s\"\n", a);
             usage(stderr);
@@ -300,7 +307,7 @@ static const char *const cat_titles[CAT_COUNT] = {
 
 static category category_of(const ln_profile_entry *e)
 {
-    if (!strcmp(e->what, "ln_similarity") || !strcmp(e->what, "ln_semantic_attention"))
+    if (!strcmp(e->what, "ln_similarity") || !strncmp(e->what, "ln_semantic_attention", 21))
         return CAT_ATTN;
     if (!strcmp(e->kernel, "gemm"))
         return CAT_GEMM;
@@ -698,6 +705,7 @@ int main(int argc, char **argv)
     ln_status st = ln_context_create(o.device, &ctx);
     if (st)
         die(NULL, st, "creating the context");
+    ctx->attn_per_branch = o.per_branch;
     ln_device_info info;
     ln_context_device_info(ctx, &info);
 
@@ -718,6 +726,8 @@ int main(int argc, char **argv)
                info.platform_name, info.device_name, info.device_version, info.driver_version,
                info.compute_units, cfg_json, o.model_path ? o.model_path : "seeded", o.repeats,
                o.warmup);
+    if (!o.json && o.per_branch)
+        printf("attention launched branch by branch (--attention-per-branch)\n");
 
     static shape_result shapes[MAX_LIST * MAX_LIST];
     int n_shapes = 0;
@@ -789,11 +799,12 @@ int main(int argc, char **argv)
                               "k", (int)gemms[i].s.k, "batch", (int)gemms[i].s.batch, "ms",
                               gemms[i].ms, "min_ms", gemms[i].min_ms, "gflops",
                               gemms[i].gflops));
-        json_t *root = json_pack("{s:s, s:o, s:o, s:s, s:i, s:i, s:i, s:o, s:o}", "tool",
-                                 "ln-bench", "device", dev, "config", cfgj ? cfgj : json_null(),
-                                 "weights", o.model_path ? o.model_path : "seeded", "repeats",
-                                 o.repeats, "warmup", o.warmup, "profile_runs", o.profile_runs,
-                                 "shapes", sh, "gemm", gm);
+        json_t *root = json_pack(
+            "{s:s, s:o, s:o, s:s, s:i, s:i, s:i, s:b, s:o, s:o}", "tool", "ln-bench", "device",
+            dev, "config", cfgj ? cfgj : json_null(), "weights",
+            o.model_path ? o.model_path : "seeded", "repeats", o.repeats, "warmup", o.warmup,
+            "profile_runs", o.profile_runs, "attention_per_branch", (int)o.per_branch, "shapes",
+            sh, "gemm", gm);
         json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
         printf("\n");
         json_decref(root);

@@ -41,7 +41,8 @@
  * 33-39. NVIDIA's compiler makes an FMA of either (not re-measured there).
  *
  * attention_rows: the GPU's kernel for a precomputed S, one work-item per
- * (query, head); its own comment below says why.
+ * (query, head), for one branch or every branch of a layer in one
+ * launch; its own comments below say why.
  *
  * attention_naive_softmax: the row softmax of the straightforward path that
  * materialises the logits [heads, n, n] (src/attention.c, for comparison).
@@ -340,34 +341,81 @@ void attention_fused(const uint n, const uint heads, const uint d,
 #define RK ROWS_TILE_K
 #define HD4 (ATTN_HEAD_DIM / 4) /* ATTN_HEAD_DIM is a multiple of 4 here */
 
+/* Launched as [query tiles * RQ, heads, B] in slices of at most 65535
+ * sequences (the most an NVIDIA grid takes along dimension 2; b0 is a
+ * slice's first). Query tiles vary fastest, so the work-groups a GPU runs
+ * side by side share one head's k and v tiles.
+ *
+ * Heads are those of one branch (has_table = 0: head h owns columns
+ * h * ATTN_HEAD_DIM of q, k, v and out) or of every branch of a layer in
+ * one launch (src/attention.c, ln_semantic_attention_layer), whose
+ * branches lie in blocks: branch k's q, k and v a dense [rows, 3 w_k]
+ * block at rows * 3 c_k of q (= k = v), its result a [rows, w_k] block at
+ * rows * c_k of out (c_k: the widths before it). head_table holds per
+ * head 3 c_k, w_k, c_k and its first column in the branch; temperature
+ * holds every head's in that order. A branch of
+ * 2 heads alone fills few of a GPU's cores (B = 8, n = 1024: 256
+ * work-groups of 64 for an H200's 132 SMs); all 26 heads of the default
+ * model's four branches together fill them. One kernel serves both, so
+ * the program declares its local tiles once: Oclgrind adds up every
+ * kernel-scope __local array of a program against its 32 KiB.
+ *
+ * Measured on an H200 (2026-11-27, B = 8, n = 4096 / 1024, the kernel's
+ * time over the four branches): one launch 40.2 / 2.52 ms against 44.4-44.8
+ * / 2.85-2.87 per branch; n = 64: 0.034 against 0.111. That build had the
+ * local tiles as kernel arguments and heads varying fastest (so a query
+ * tile's heads would share S rows in L2), and per branch it took 44.4 ms
+ * where this kernel as below took about 29 the day before (B = 8, n =
+ * 4096, PyTorch's times the same both days): one of those two changes cost
+ * 50%, both are undone here, and one launch with them undone has not run
+ * on a GPU yet. A guess, not measured: without the tiles' declared
+ * 16-byte alignment NVIDIA's compiler cannot use 16-byte local loads, and
+ * the kernel is bound by its local loads. */
 __kernel __attribute__((reqd_work_group_size(ROWS_TILE_Q, 1, 1)))
 void attention_rows(const uint n,
                     __global const float *q, const uint q_off, const uint ldq,
                     __global const float *k, const uint k_off, const uint ldk,
                     __global const float *v, const uint v_off, const uint ldv,
+                    __global const uint *head_table, /* [heads][3 c_k, w_k, c_k, column] */
+                    const uint has_table, const uint rows,
                     __global const float *sim, /* S [B, n, n] */
                     __global const float *temperature,
                     __global const int *lengths, const uint has_lengths,
                     const float scale,
-                    __global float *out, const uint out_off, const uint ldo)
+                    __global float *out, const uint out_off, const uint ldo,
+                    const uint b0)
 {
     __local float k_t[RK * ATTN_HEAD_DIM] __attribute__((aligned(16))); /* [key][column] */
     __local float v_t[RK * ATTN_HEAD_DIM] __attribute__((aligned(16)));
     __local float s_t[RQ * (RK + 1)]; /* [query][key], rows padded by one */
 
-    /* Launched as [query tiles * RQ, heads, B]. */
     const uint lid = get_local_id(0);
     const uint q0 = get_group_id(0) * RQ;
     const uint h = get_group_id(1);
-    const uint b = get_group_id(2);
+    const uint b = b0 + get_group_id(2);
     const uint row0 = b * n;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
     const uint last = kv_len - 1;
     /* Surplus work-items (queries past n) compute on row n - 1 and store nothing. */
     const uint qi = min(q0 + lid, n - 1);
+    uint qc, kc, vc, oc, ldq_h = ldq, ldk_h = ldk, ldv_h = ldv, ldo_h = ldo;
+    if (has_table) { /* uniform over the work-group */
+        const uint w = head_table[4 * h + 1], column = head_table[4 * h + 3];
+        qc = q_off + rows * head_table[4 * h] + column;
+        kc = qc + w;
+        vc = qc + 2 * w;
+        oc = out_off + rows * head_table[4 * h + 2] + column;
+        ldq_h = ldk_h = ldv_h = 3 * w;
+        ldo_h = w;
+    } else {
+        qc = q_off + h * ATTN_HEAD_DIM;
+        kc = k_off + h * ATTN_HEAD_DIM;
+        vc = v_off + h * ATTN_HEAD_DIM;
+        oc = out_off + h * ATTN_HEAD_DIM;
+    }
 
     float qv[ATTN_HEAD_DIM], acc[ATTN_HEAD_DIM];
-    __global const float *qrow = q + q_off + (row0 + qi) * ldq + h * ATTN_HEAD_DIM;
+    __global const float *qrow = q + qc + (row0 + qi) * ldq_h;
 #pragma unroll
     for (uint c = 0; c < ATTN_HEAD_DIM; c++) {
         qv[c] = qrow[c] * scale; /* scale folded into q once */
@@ -384,8 +432,8 @@ void attention_rows(const uint n,
         for (uint e = lid; e < RK * HD4; e += RQ) {
             const uint j = e / HD4, c = e % HD4;
             const uint row = row0 + min(j0 + j, last);
-            vstore4(vload4(c, k + k_off + row * ldk + h * ATTN_HEAD_DIM), e, k_t);
-            vstore4(vload4(c, v + v_off + row * ldv + h * ATTN_HEAD_DIM), e, v_t);
+            vstore4(vload4(c, k + kc + row * ldk_h), e, k_t);
+            vstore4(vload4(c, v + vc + row * ldv_h), e, v_t);
         }
         for (uint e = lid; e < RQ * RK; e += RQ) {
             const uint i = e / RK, j = e % RK;
@@ -431,7 +479,7 @@ void attention_rows(const uint n,
     }
 
     if (q0 + lid < n) {
-        __global float *orow = out + out_off + (row0 + q0 + lid) * ldo + h * ATTN_HEAD_DIM;
+        __global float *orow = out + oc + (row0 + q0 + lid) * ldo_h;
         const float inv = 1.0f / run_sum; /* >= 1: the row's max contributes exp(0) */
 #pragma unroll
         for (uint c = 0; c < ATTN_HEAD_DIM; c++)

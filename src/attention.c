@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* When S tiles are recomputed, the query tile's u is held in local memory
  * for all key tiles if it fits, else staged again per key tile in chunks of
@@ -177,6 +178,54 @@ static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_
     }
 }
 
+/* attention_rows' grid puts heads and sequences along dimensions 1 and 2,
+ * where NVIDIA's grids take at most 65535 groups: more sequences are
+ * launched in slices (cl/attention.cl's b0), more heads (a layer's, in
+ * one launch) branch by branch. */
+#define ROWS_MAX_GROUPS_YZ 65535
+
+/* attention_rows' arguments after n and before b0 (set per slice). */
+typedef struct rows_args {
+    cl_mem q;
+    cl_uint q_off, ldq;
+    cl_mem k;
+    cl_uint k_off, ldk;
+    cl_mem v;
+    cl_uint v_off, ldv;
+    cl_mem head_table; /* NULL: one branch's heads, in order */
+    cl_uint rows;      /* with a head_table: batch * n */
+    cl_mem s, temperature, lengths;
+    cl_mem out;
+    cl_uint out_off, ldo;
+} rows_args;
+
+static ln_status enqueue_rows(ln_context *ctx, const char *op, cl_kernel kern, const rows_args *a,
+                              size_t batch, size_t n, size_t heads, size_t head_dim,
+                              size_t tile_q)
+{
+    const cl_uint un = (cl_uint)n, has_table = a->head_table != NULL,
+                  has_lengths = a->lengths != NULL;
+    const float scale = (float)(1.0 / sqrt((double)head_dim));
+    for (size_t b0 = 0; b0 < batch; b0 += ROWS_MAX_GROUPS_YZ) {
+        const cl_uint ub0 = (cl_uint)b0;
+        ln_status st = ln_set_args(
+            ctx, kern, op, LN_ARG(un), LN_ARG(a->q), LN_ARG(a->q_off), LN_ARG(a->ldq),
+            LN_ARG(a->k), LN_ARG(a->k_off), LN_ARG(a->ldk), LN_ARG(a->v), LN_ARG(a->v_off),
+            LN_ARG(a->ldv), LN_ARG(a->head_table), LN_ARG(has_table), LN_ARG(a->rows),
+            LN_ARG(a->s), LN_ARG(a->temperature), LN_ARG(a->lengths), LN_ARG(has_lengths),
+            LN_ARG(scale), LN_ARG(a->out), LN_ARG(a->out_off), LN_ARG(a->ldo), LN_ARG(ub0),
+            LN_ARGS_END);
+        if (st)
+            return st;
+        const size_t slice = batch - b0 < ROWS_MAX_GROUPS_YZ ? batch - b0 : ROWS_MAX_GROUPS_YZ;
+        const size_t global[3] = {(n + tile_q - 1) / tile_q * tile_q, heads, slice};
+        const size_t local[3] = {tile_q, 1, 1};
+        if ((st = ln_enqueue(ctx, kern, 3, global, local, op)))
+            return st;
+    }
+    return LN_SUCCESS;
+}
+
 static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *tp, size_t batch,
                              size_t n, size_t width, size_t head_dim, ln_dmat q, ln_dmat k,
                              ln_dmat v, cl_mem s, cl_mem temperature, cl_mem lengths, ln_dmat out)
@@ -187,22 +236,10 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
     if ((st = plan_rows(ctx, tp, op, head_dim, &plan)) ||
         (st = rows_kernel(ctx, &plan, head_dim, &kern)))
         return st;
-    const cl_uint un = (cl_uint)n;
-    const cl_uint qo = (cl_uint)q.offset, qld = (cl_uint)q.ld, ko = (cl_uint)k.offset,
-                  kld = (cl_uint)k.ld, vo = (cl_uint)v.offset, vld = (cl_uint)v.ld,
-                  oo = (cl_uint)out.offset, old = (cl_uint)out.ld;
-    const cl_uint has_lengths = lengths != NULL;
-    const float scale = (float)(1.0 / sqrt((double)head_dim));
-    if ((st = ln_set_args(ctx, kern, op, LN_ARG(un), LN_ARG(q.mem), LN_ARG(qo), LN_ARG(qld),
-                          LN_ARG(k.mem), LN_ARG(ko), LN_ARG(kld), LN_ARG(v.mem), LN_ARG(vo),
-                          LN_ARG(vld), LN_ARG(s), LN_ARG(temperature), LN_ARG(lengths),
-                          LN_ARG(has_lengths), LN_ARG(scale), LN_ARG(out.mem), LN_ARG(oo),
-                          LN_ARG(old), LN_ARGS_END)))
-        return st;
-    const size_t global[3] = {(n + plan.tile_q - 1) / plan.tile_q * plan.tile_q,
-                              width / head_dim, batch};
-    const size_t local[3] = {plan.tile_q, 1, 1};
-    return ln_enqueue(ctx, kern, 3, global, local, op);
+    const rows_args a = {q.mem, (cl_uint)q.offset, (cl_uint)q.ld, k.mem, (cl_uint)k.offset,
+                         (cl_uint)k.ld, v.mem, (cl_uint)v.offset, (cl_uint)v.ld, NULL, 0, s,
+                         temperature, lengths, out.mem, (cl_uint)out.offset, (cl_uint)out.ld};
+    return enqueue_rows(ctx, op, kern, &a, batch, n, width / head_dim, head_dim, plan.tile_q);
 }
 
 /* Builds attention_fused for the plan. The kernel declares its work-group
@@ -414,6 +451,165 @@ ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t 
         st = launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, own_s, false,
                           temperature, lengths, out);
     ln_buffer_release(ctx, own_s); /* OpenCL keeps it until the kernel is done */
+    return st;
+}
+
+ln_status ln_attention_head_table(ln_context *ctx, size_t count, const size_t *width,
+                                  size_t head_dim, cl_mem *out)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_attention_head_table";
+    if (!out || !width || count == 0 || head_dim == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: needs widths, an output and count, head_dim > 0", op);
+    *out = NULL;
+    size_t heads = 0, sum = 0;
+    for (size_t k = 0; k < count; k++) {
+        if (width[k] == 0 || width[k] % head_dim != 0)
+            return ln_fail(ctx, LN_ERROR_SHAPE_MISMATCH,
+                           "%s: branch %zu's width %zu is not a positive multiple of head_dim %zu",
+                           op, k, width[k], head_dim);
+        heads += width[k] / head_dim;
+        sum += width[k];
+    }
+    if ((double)sum * 3 > (double)UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu columns exceed 32-bit indices", op,
+                       sum);
+    cl_uint *table = malloc(4 * heads * sizeof(cl_uint));
+    if (!table)
+        return ln_fail(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "%s: out of host memory", op);
+    size_t h = 0, before = 0;
+    for (size_t k = 0; k < count; before += width[k], k++)
+        for (size_t i = 0; i < width[k] / head_dim; i++, h++) {
+            table[4 * h + 0] = (cl_uint)(3 * before);
+            table[4 * h + 1] = (cl_uint)width[k];
+            table[4 * h + 2] = (cl_uint)before;
+            table[4 * h + 3] = (cl_uint)(i * head_dim);
+        }
+    ln_status st = ln_buffer_from_host(ctx, table, 4 * heads * sizeof(cl_uint), out,
+                                       "attention head table");
+    if (!st) /* the upload is asynchronous; table must outlive it */
+        st = ln_context_finish(ctx);
+    free(table);
+    return st;
+}
+
+bool ln_attention_layer_in_one_launch(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
+                                      ln_attention_mode mode)
+{
+    if (mode == LN_ATTENTION_AUTO)
+        mode = ln_attention_resolve_mode(ctx, batch, n);
+    if (mode != LN_ATTENTION_PRECOMPUTED_S || ctx->attn_per_branch)
+        return false;
+    ln_params tp;
+    ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    return ln_attention_uses_rows(ctx, &tp, head_dim, false);
+}
+
+/* One ln_semantic_attention per branch, on its blocks of qkv and out. */
+static ln_status layer_by_branch(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
+                                 size_t d, const ln_attention_layer *layer, cl_mem qkv,
+                                 cl_mem unit, cl_mem s, cl_mem lengths, ln_attention_mode mode,
+                                 cl_mem out)
+{
+    const size_t rows = batch * n;
+    size_t before = 0;
+    for (size_t k = 0; k < layer->count; before += layer->width[k], k++) {
+        const size_t w = layer->width[k], block = rows * 3 * before;
+        const ln_dmat q = {qkv, block, 3 * w}, kk = {qkv, block + w, 3 * w},
+                      v = {qkv, block + 2 * w, 3 * w}, o = {out, rows * before, w};
+        ln_status st = ln_semantic_attention(ctx, batch, n, w, head_dim, d, q, kk, v, unit, s,
+                                             layer->temperature[k], lengths, mode, o);
+        if (st)
+            return st;
+    }
+    return LN_SUCCESS;
+}
+
+ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
+                                      size_t d, const ln_attention_layer *layer, cl_mem qkv,
+                                      cl_mem unit, cl_mem s, cl_mem lengths,
+                                      ln_attention_mode mode, cl_mem out)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_semantic_attention_layer";
+    if (!layer || layer->count == 0 || !layer->width || !layer->temperature)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: no branches", op);
+    if (!is_mode(mode))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: mode %d is not an ln_attention_mode",
+                       op, (int)mode);
+    size_t sum = 0;
+    for (size_t k = 0; k < layer->count; k++) {
+        ln_status st = check_sizes(ctx, op, batch, n, layer->width[k], head_dim, d);
+        if (st)
+            return st;
+        sum += layer->width[k];
+    }
+    const size_t rows = batch * n, heads = sum / head_dim;
+    ln_status st;
+    if ((st = ln_check_mem(ctx, op, "qkv", qkv, 0, rows * 3 * sum)) ||
+        (st = ln_check_mem(ctx, op, "out", out, 0, rows * sum)))
+        return st;
+    if ((double)rows * 3 * (double)sum > (double)UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                       "%s: qkv of %zu rows x %zu columns exceeds 2^32 elements", op, rows,
+                       3 * sum);
+    if (mode == LN_ATTENTION_AUTO)
+        mode = s ? LN_ATTENTION_PRECOMPUTED_S : ln_attention_resolve_mode(ctx, batch, n);
+    ln_params tp;
+    ln_tuned_params_for(ctx, "attention", batch, n, &tp);
+    const bool one_launch = layer->head_table && layer->all_temperature &&
+                            heads <= ROWS_MAX_GROUPS_YZ &&
+                            ln_attention_layer_in_one_launch(ctx, batch, n, head_dim, mode);
+    if (!one_launch && !(mode == LN_ATTENTION_PRECOMPUTED_S && !s))
+        return layer_by_branch(ctx, batch, n, head_dim, d, layer, qkv, unit, s, lengths, mode,
+                               out);
+
+    if ((!s && (st = ln_check_mem(ctx, op, "unit", unit, 0, rows * d))) ||
+        (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
+        (lengths && (st = ln_check_mem(ctx, op, "lengths", lengths, 0, batch))))
+        return st;
+    if (one_launch &&
+        ((st = ln_check_mem(ctx, op, "all_temperature", layer->all_temperature, 0, heads)) ||
+         (st = ln_check_mem(ctx, op, "head_table", layer->head_table, 0, 4 * heads))))
+        return st;
+    if (!s_fits_device(ctx, batch, n))
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                       "%s: S for batch %zu, n %zu does not fit one allocation with 32-bit "
+                       "indices; use LN_ATTENTION_RECOMPUTE_S",
+                       op, batch, n);
+    /* Precomputed S not given: made once here for every branch. */
+    cl_mem own_s = NULL;
+    if (!s) {
+        if ((st = ln_buffer_create(ctx, batch * n * n * sizeof(float), &own_s, op)))
+            return st;
+        if ((st = ln_similarity(ctx, batch, n, d, unit, own_s))) {
+            ln_buffer_release(ctx, own_s);
+            return st;
+        }
+        s = own_s;
+    }
+    if (!one_launch)
+        st = layer_by_branch(ctx, batch, n, head_dim, d, layer, qkv, unit, s, lengths, mode, out);
+    else {
+        attn_plan plan;
+        cl_kernel kern;
+        if (!(st = plan_rows(ctx, &tp, op, head_dim, &plan)) &&
+            !(st = rows_kernel(ctx, &plan, head_dim, &kern))) {
+            /* The table supplies every head's offsets and leading dimensions. */
+            const rows_args a = {.q = qkv,
+                                 .k = qkv,
+                                 .v = qkv,
+                                 .head_table = layer->head_table,
+                                 .rows = (cl_uint)rows,
+                                 .s = s,
+                                 .temperature = layer->all_temperature,
+                                 .lengths = lengths,
+                                 .out = out};
+            st = enqueue_rows(ctx, op, kern, &a, batch, n, heads, head_dim, plan.tile_q);
+        }
+    }
+    ln_buffer_release(ctx, own_s); /* OpenCL keeps it until the kernels are done */
     return st;
 }
 

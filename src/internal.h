@@ -64,6 +64,10 @@ struct ln_context {
     uint64_t peak_device_bytes;
     uint64_t device_bytes_cap; /* LN_DEVICE_MEMORY_LIMIT_MB, 0 = none */
     bool fp32_fma; /* CL_FP_FMA: fma() on floats is a hardware instruction */
+    /* ln_semantic_attention_layer launches branch by branch even where one
+     * launch could run them all: ln-bench's --attention-per-branch and the
+     * tests set it, to compare the two. */
+    bool attn_per_branch;
     /* Cache counters and the loaded tuning table (src/tune_cache.c): made
      * by ln_context_create, freed by ln_context_destroy; NULL only if that
      * allocation failed (then the caches are simply not used). */
@@ -176,6 +180,41 @@ bool ln_attention_uses_rows(const ln_context *ctx, const ln_params *p, size_t he
                             bool recompute);
 size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,
                                  size_t head_dim, size_t d, bool recompute);
+
+/* A layer's branches in blocks, as the model lays them out (src/model.c):
+ * branch k's q, k and v are a dense [rows, 3 w_k] block at element
+ * rows * 3 c_k of qkv, its result a dense [rows, w_k] block at rows * c_k
+ * of out, where c_k is the sum of the widths before it. Every GEMM of a
+ * branch then reads and writes dense matrices (ld = width): with wider
+ * leading dimensions (the branches side by side in rows), the model's
+ * forward took 4-17% longer on the 2-core PoCL machine. */
+typedef struct ln_attention_layer {
+    size_t count;               /* branches */
+    const size_t *width;        /* each a multiple of head_dim */
+    const cl_mem *temperature;  /* each branch's [w_k / head_dim] */
+    cl_mem all_temperature;     /* the same, concatenated in branch order */
+    cl_mem head_table;          /* ln_attention_head_table of these widths */
+} ln_attention_layer;
+
+/* attention_rows' table for a layer of branches of these widths: per
+ * head, uint32 3 c_k, w_k, c_k and its first column in its branch. */
+ln_status ln_attention_head_table(ln_context *ctx, size_t count, const size_t *width,
+                                  size_t head_dim, cl_mem *out);
+
+/* Whether ln_semantic_attention_layer runs every branch in one launch at
+ * this shape and mode (AUTO: as ln_attention_resolve_mode resolves it). */
+bool ln_attention_layer_in_one_launch(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
+                                      ln_attention_mode mode);
+
+/* Semantic attention of every branch of a layer (qkv: [rows, 3 sum] and
+ * out: [rows, sum] floats, laid out as ln_attention_layer says): where
+ * attention_rows would run each branch, one launch of it runs them all
+ * (unless ctx->attn_per_branch); else one ln_semantic_attention per
+ * branch. unit, s, lengths and mode as ln_semantic_attention takes them. */
+ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
+                                      size_t d, const ln_attention_layer *layer, cl_mem qkv,
+                                      cl_mem unit, cl_mem s, cl_mem lengths,
+                                      ln_attention_mode mode, cl_mem out);
 
 /* Sequences per chunk of the model's forward (src/model.c): S and the
  * workspace are sized for this many; the attention mode is

@@ -6,7 +6,8 @@
  * memory scales with the chunk, not B) allocated once and reused, and the
  * forward pass of SPEC.md chunk by chunk with its fusions: S computed once
  * per chunk (or recomputed inside attention), each branch working in its
- * column slice of the buffer the fusion GEMM reads, residual adds riding on
+ * column slice of the buffer the fusion GEMM reads, every branch's
+ * attention in one call (one launch on GPUs), residual adds riding on
  * GEMM epilogues.
  */
 #include "internal.h"
@@ -29,10 +30,18 @@ typedef struct layer_weights {
     cl_mem fusion_w, fusion_b;
     branch_weights branch[LN_MAX_SCALES];
     size_t column[LN_MAX_SCALES]; /* branch k's first column in zcat */
+    /* The branches' attention as ln_semantic_attention_layer takes it:
+     * widths, temperatures (each branch's and all concatenated). */
+    size_t width[LN_MAX_SCALES];
+    cl_mem temperature[LN_MAX_SCALES]; /* the branches' own (not owned here) */
+    cl_mem all_temperature;
 } layer_weights;
 
 /* Device buffers for one chunk of G sequences of n rows (G = B when the
- * whole batch fits; see chunk_sequences); sizes in ensure_workspace. */
+ * whole batch fits; see chunk_sequences); sizes in ensure_workspace. a
+ * and qkv hold every branch's block ([G n, sum] and [G n, 3 sum] floats,
+ * as ln_attention_layer lays them out), so one launch can run every
+ * branch's attention. */
 typedef struct workspace {
     size_t group, n;            /* G and n */
     ln_attention_mode mode;     /* resolved for (G, n) */
@@ -45,6 +54,7 @@ struct ln_model {
     ln_model_config cfg;
     size_t d, sum_scales, max_width, max_ffn;
     cl_mem pos_w1, pos_b1, pos_w2, pos_b2, final_g, final_b;
+    cl_mem head_table; /* ln_attention_head_table of the scales */
     layer_weights *layers;
     workspace ws;
 };
@@ -157,6 +167,8 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
                                     single[i].dst)))
                 return st;
         }
+        L->width[k] = B->width;
+        L->temperature[k] = B->temperature;
         /* q, k and v of a branch are one GEMM against W^T [w, 3w]. */
         for (int bias = 0; bias < 2; bias++) {
             const char *kind = bias ? "bias" : "weight";
@@ -168,13 +180,16 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
                 return st;
         }
     }
-    return LN_SUCCESS;
+    for (int k = 0; k < m->cfg.n_scales; k++)
+        snprintf(names[k], sizeof(names[k]), "layers.%d.processors.%d.attn.temperature", l, k);
+    return upload_concat(m, file, ptrs, m->cfg.n_scales, false, &L->all_temperature);
 }
 
 static void release_weights(ln_model *m)
 {
     ln_context *ctx = m->ctx;
-    cl_mem top[] = {m->pos_w1, m->pos_b1, m->pos_w2, m->pos_b2, m->final_g, m->final_b};
+    cl_mem top[] = {m->pos_w1,  m->pos_b1,  m->pos_w2,       m->pos_b2,
+                    m->final_g, m->final_b, m->head_table};
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++)
         ln_buffer_release(ctx, top[i]);
     if (!m->layers)
@@ -185,6 +200,7 @@ static void release_weights(ln_model *m)
         ln_buffer_release(ctx, L->proj_b);
         ln_buffer_release(ctx, L->fusion_w);
         ln_buffer_release(ctx, L->fusion_b);
+        ln_buffer_release(ctx, L->all_temperature);
         for (int k = 0; k < m->cfg.n_scales; k++) {
             branch_weights *B = &L->branch[k];
             cl_mem all[] = {B->ln1_g, B->ln1_b, B->qkv_w, B->qkv_b, B->out_w, B->out_b,
@@ -252,6 +268,9 @@ static ln_status model_from_tensors(ln_context *ctx, const ln_tensor_file *file,
         !(st = upload(m, file, "final_norm.bias", &m->final_b)))
         for (int l = 0; l < cfg.n_layers && !st; l++)
             st = upload_layer(m, file, l);
+    if (!st)
+        st = ln_attention_head_table(ctx, (size_t)cfg.n_scales, m->layers[0].width,
+                                       (size_t)cfg.head_dim, &m->head_table);
     if (st) {
         char keep[LN_ERRMSG_MAX];
         memcpy(keep, ctx->error, sizeof(keep));
@@ -472,8 +491,8 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
         size_t bytes;
     } plan[] = {
         {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
-        {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * m->max_width * f},
-        {&w->qkv, rows * 3 * m->max_width * f}, {&w->f, rows * m->max_ffn * f},
+        {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * m->sum_scales * f},
+        {&w->qkv, rows * 3 * m->sum_scales * f}, {&w->f, rows * m->max_ffn * f},
         {&w->s, mode == LN_ATTENTION_PRECOMPUTED_S ? group * n * n * f : 0},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
@@ -512,20 +531,85 @@ static ln_status ensure_chunk_inputs(ln_model *m, bool positions, bool lengths)
 
 /* ------------------------------------------------------------ forward */
 
+/* Branch k's dense blocks of the workspace's a ([rows, w]) and qkv
+ * ([rows, 3w]), as ln_attention_layer lays them out. */
+static ln_dmat a_block(const ln_model *m, const layer_weights *L, int k, size_t rows)
+{
+    return (ln_dmat){m->ws.a, rows * L->column[k], L->width[k]};
+}
+
+static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_t rows)
+{
+    return (ln_dmat){m->ws.qkv, rows * 3 * L->column[k], 3 * L->width[k]};
+}
+
+/* z += out_proj(attn(LN1 z)) for every branch of layer L, in three steps
+ * so that one launch can run every branch's attention: LN1 and the QKV
+ * GEMM of each branch into its blocks of a and qkv, attention for all
+ * branches (its results in a's blocks), then each out_proj. */
+static ln_status attention_half(ln_model *m, const layer_weights *L, size_t batch, size_t n,
+                                cl_mem unit, cl_mem s, cl_mem lengths)
+{
+    ln_context *ctx = m->ctx;
+    workspace *ws = &m->ws;
+    const size_t rows = batch * n, sum = m->sum_scales;
+    const ln_dmat none = {0};
+    ln_status st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        const branch_weights *B = &L->branch[k];
+        const size_t w = B->width;
+        const ln_dmat z = {ws->zcat, L->column[k], sum}, a = a_block(m, L, k, rows);
+        if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a)) ||
+            (st = ln_linear_wt(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b, 0,
+                               LN_EPILOGUE_BIAS, none, qkv_block(m, L, k, rows))))
+            return st;
+    }
+    const ln_attention_layer layer = {(size_t)m->cfg.n_scales, L->width, L->temperature,
+                                      L->all_temperature, m->head_table};
+    if ((st = ln_semantic_attention_layer(
+             ctx, batch, n, (size_t)m->cfg.head_dim, m->d, &layer, ws->qkv, unit, s, lengths,
+             s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S, ws->a)))
+        return st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        const branch_weights *B = &L->branch[k];
+        const size_t w = B->width;
+        const ln_dmat z = {ws->zcat, L->column[k], sum};
+        if ((st = ln_linear_wt(ctx, rows, w, w, a_block(m, L, k, rows), ln_dmat_of(B->out_w, w),
+                               B->out_b, 0, LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+            return st;
+    }
+    return LN_SUCCESS;
+}
+
+/* z += W4 gelu(W3 LN2 z + b3) + b4 for branch B, with a as scratch. */
+static ln_status ffn_half(ln_model *m, const branch_weights *B, size_t rows, ln_dmat z, ln_dmat a)
+{
+    ln_context *ctx = m->ctx;
+    const size_t w = B->width;
+    const ln_dmat f = ln_dmat_of(m->ws.f, B->ffn_width), none = {0};
+    ln_status st;
+    if ((st = ln_layernorm(ctx, rows, w, z, B->ln2_g, B->ln2_b, m->cfg.ln_eps, a)) ||
+        (st = ln_linear_wt(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, B->ffn_width),
+                           B->ffn1_b, 0, LN_EPILOGUE_BIAS_GELU, none, f)))
+        return st;
+    return ln_linear_wt(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, w), B->ffn2_b, 0,
+                        LN_EPILOGUE_BIAS_RESIDUAL, z, z);
+}
+
+/* One branch's whole block on z [B n, w] (a column slice of zcat, or the
+ * caller's for ln_model_transformer_block), in the workspace's first
+ * columns. */
 static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_t n, ln_dmat z,
                        cl_mem unit, cl_mem s, cl_mem lengths)
 {
     ln_context *ctx = m->ctx;
     workspace *ws = &m->ws;
-    size_t rows = batch * n, w = B->width;
-    float eps = m->cfg.ln_eps;
-    ln_dmat a = ln_dmat_of(ws->a, w), qkv = ln_dmat_of(ws->qkv, 3 * w),
-            f = ln_dmat_of(ws->f, B->ffn_width), none = {0};
-    ln_dmat q = {ws->qkv, 0, 3 * w}, k = {ws->qkv, w, 3 * w}, v = {ws->qkv, 2 * w, 3 * w};
-    ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
+    const size_t rows = batch * n, w = B->width;
+    const ln_dmat a = ln_dmat_of(ws->a, w), qkv = ln_dmat_of(ws->qkv, 3 * w), none = {0};
+    const ln_dmat q = {ws->qkv, 0, 3 * w}, k = {ws->qkv, w, 3 * w}, v = {ws->qkv, 2 * w, 3 * w};
+    const ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
     ln_status st;
-    /* z += out_proj(attn(LN1 z)); the attention result reuses a. */
-    if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, eps, a)) ||
+    if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a)) ||
         (st = ln_linear_wt(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b, 0,
                            LN_EPILOGUE_BIAS, none, qkv)) ||
         (st = ln_semantic_attention(ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v, unit,
@@ -533,14 +617,7 @@ static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_
         (st = ln_linear_wt(ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
                            LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
         return st;
-    /* z += W4 gelu(W3 LN2 z + b3) + b4 */
-    if ((st = ln_layernorm(ctx, rows, w, z, B->ln2_g, B->ln2_b, eps, a)) ||
-        (st = ln_linear_wt(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, B->ffn_width),
-                           B->ffn1_b, 0, LN_EPILOGUE_BIAS_GELU, none, f)) ||
-        (st = ln_linear_wt(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, w), B->ffn2_b, 0,
-                           LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
-        return st;
-    return LN_SUCCESS;
+    return ffn_half(m, B, rows, z, a);
 }
 
 static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h, cl_mem unit,
@@ -555,11 +632,27 @@ static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h
     if ((st = ln_linear_wt(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, sum), L->proj_b, 0,
                            LN_EPILOGUE_BIAS, none, zcat)))
         return st;
-    for (int k = 0; k < m->cfg.n_scales; k++) {
-        ln_dmat z = {m->ws.zcat, L->column[k], sum};
-        if ((st = block(m, &L->branch[k], batch, n, z, unit, s, lengths)))
+    /* Where one launch runs every branch's attention (attention_rows, on
+     * GPUs), the branches go through the layer step by step; else each
+     * runs its whole block in turn on the workspace's first columns, as
+     * dense and as cache-warm as they can be: on the 2-core PoCL machine
+     * the step-by-step order took 3-7% longer at B = 1, n = 1024 and
+     * B = 8, n = 256 (ln-bench, three alternating runs each). */
+    const ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
+    if (ln_attention_layer_in_one_launch(ctx, batch, n, (size_t)m->cfg.head_dim, mode)) {
+        if ((st = attention_half(m, L, batch, n, unit, s, lengths)))
             return st;
-    }
+        for (int k = 0; k < m->cfg.n_scales; k++) {
+            const ln_dmat z = {m->ws.zcat, L->column[k], sum};
+            if ((st = ffn_half(m, &L->branch[k], rows, z, a_block(m, L, k, rows))))
+                return st;
+        }
+    } else
+        for (int k = 0; k < m->cfg.n_scales; k++) {
+            const ln_dmat z = {m->ws.zcat, L->column[k], sum};
+            if ((st = block(m, &L->branch[k], batch, n, z, unit, s, lengths)))
+                return st;
+        }
     /* h += F [z_1 .. z_K] + f, in place through the GEMM's beta. */
     return ln_linear_wt(ctx, rows, sum, m->d, zcat, ln_dmat_of(L->fusion_w, m->d), L->fusion_b,
                         0, LN_EPILOGUE_BIAS_RESIDUAL, hv, hv);

@@ -530,6 +530,196 @@ START_TEST(attention_rows_kernel_matches_float64)
             problem_free(&p);
         }
     }
+    /* More sequences than an NVIDIA grid takes along one dimension (65535
+     * groups): launched in slices. */
+    ctx->params.attn_tile_q = 64;
+    ctx->params.attn_tile_k = 32;
+    problem p;
+    problem_make(&p, 65537, 1, 32, 32, 8, -2.0f, 3.0f, false, &rng);
+    check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, "attention_rows, 65537 sequences");
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+/* ln_semantic_attention_layer on `count` branches laid out as the model
+ * keeps them (ln_attention_layer): each branch's q, k, v a dense block of
+ * one qkv buffer, its result a block of out, whose floats past the blocks
+ * must stay as they were. Each branch against float64, for the device's
+ * own kernel and attention_rows forced, in one launch and branch by
+ * branch, with S given, S made inside and S recomputed. Without CLBlast
+ * (Oclgrind), S is computed on the host and never made inside. */
+static void check_layer(ln_context *ctx, size_t B, size_t n, size_t hd, size_t count,
+                        const size_t *width, bool padded, bool with_clblast, uint64_t *rng)
+{
+    const size_t d = 40, rows = B * n, tail = 7;
+    problem p[4];
+    size_t sum = 0, heads = 0;
+    for (size_t k = 0; k < count; k++) {
+        problem_make(&p[k], B, n, width[k], hd, d, -2.0f, 3.0f, padded, rng);
+        if (k > 0) { /* one sequence set: branch 0's unit rows and lengths */
+            memcpy(p[k].unit, p[0].unit, rows * d * sizeof(float));
+            if (p[0].lengths)
+                memcpy(p[k].lengths, p[0].lengths, B * sizeof(int32_t));
+        }
+        sum += width[k];
+        heads += width[k] / hd;
+    }
+    const size_t qkv_floats = rows * 3 * sum + tail, out_floats = rows * sum + tail;
+    float *qkv = tu_malloc(qkv_floats * sizeof(float));
+    float *all_t = tu_malloc(heads * sizeof(float));
+    tu_fill(qkv, qkv_floats, -1.0f, 1.0f, rng); /* the tail holds noise */
+    cl_mem dt[4];
+    for (size_t k = 0, c = 0, h = 0; k < count; c += width[k], h += width[k] / hd, k++) {
+        const size_t w = width[k];
+        for (size_t r = 0; r < rows; r++) {
+            float *row = qkv + rows * 3 * c + r * 3 * w;
+            memcpy(row, p[k].q + r * w, w * sizeof(float));
+            memcpy(row + w, p[k].k + r * w, w * sizeof(float));
+            memcpy(row + 2 * w, p[k].v + r * w, w * sizeof(float));
+        }
+        memcpy(all_t + h, p[k].temperature, w / hd * sizeof(float));
+        dt[k] = upload(ctx, p[k].temperature, w / hd * sizeof(float));
+    }
+    cl_mem table = NULL;
+    tu_assert_ok(ctx, ln_attention_head_table(ctx, count, width, hd, &table));
+    const ln_attention_layer layer = {count, width, dt, upload(ctx, all_t, heads * 4), table};
+    float *sentinel = tu_malloc(out_floats * sizeof(float));
+    float *got = tu_malloc(out_floats * sizeof(float));
+    float *s = tu_malloc(B * n * n * sizeof(float));
+    tu_fill(sentinel, out_floats, -1.0f, 1.0f, rng);
+    for (size_t b = 0; b < B; b++)
+        for (size_t i = 0; i < n; i++)
+            for (size_t j = 0; j < n; j++) {
+                double acc = 0;
+                for (size_t c = 0; c < d; c++)
+                    acc += (double)p[0].unit[(b * n + i) * d + c] * p[0].unit[(b * n + j) * d + c];
+                s[(b * n + i) * n + j] = (float)acc;
+            }
+    cl_mem dqkv = upload(ctx, qkv, qkv_floats * sizeof(float));
+    cl_mem du = upload(ctx, p[0].unit, rows * d * sizeof(float));
+    cl_mem dl = p[0].lengths ? upload(ctx, p[0].lengths, B * sizeof(int32_t)) : NULL;
+    cl_mem ds = upload(ctx, s, B * n * n * sizeof(float));
+    cl_mem dout = upload(ctx, sentinel, out_floats * sizeof(float));
+    if (with_clblast)
+        tu_assert_ok(ctx, ln_similarity(ctx, B, n, d, du, ds));
+    double *ref[4];
+    for (size_t k = 0; k < count; k++)
+        ref[k] = ref_all(&p[k], true);
+
+    const struct { ln_attention_mode mode; bool given_s; const char *what; } runs[] = {
+        {LN_ATTENTION_PRECOMPUTED_S, true, "S given"},
+        {LN_ATTENTION_AUTO, true, "auto, S given"},
+        {LN_ATTENTION_RECOMPUTE_S, false, "S recomputed"},
+        {LN_ATTENTION_PRECOMPUTED_S, false, "S made inside"},
+    };
+    const size_t n_runs = sizeof(runs) / sizeof(runs[0]) - (with_clblast ? 0 : 1);
+    for (size_t ki = 0; ki < sizeof(kernels) / sizeof(kernels[0]); ki++)
+        for (int per_branch = 0; per_branch <= 1; per_branch++)
+            for (size_t ri = 0; ri < n_runs; ri++) {
+                ctx->params.attn_kernel = kernels[ki];
+                ctx->attn_per_branch = per_branch;
+                cl_int err = clEnqueueWriteBuffer(ln_context_cl_queue(ctx), dout, CL_TRUE, 0,
+                                                  out_floats * sizeof(float), sentinel, 0, NULL,
+                                                  NULL);
+                ck_assert_int_eq(err, CL_SUCCESS);
+                const uint64_t held = ln_context_device_bytes(ctx);
+                tu_assert_ok(ctx, ln_semantic_attention_layer(ctx, B, n, hd, d, &layer, dqkv, du,
+                                                              runs[ri].given_s ? ds : NULL, dl,
+                                                              runs[ri].mode, dout));
+                download(ctx, dout, got, out_floats * sizeof(float));
+                ck_assert_uint_eq(ln_context_device_bytes(ctx), held); /* own S released */
+                for (size_t e = rows * sum; e < out_floats; e++)
+                    ck_assert_msg(got[e] == sentinel[e], "%s: out[%zu] past the blocks changed",
+                                  runs[ri].what, e);
+                for (size_t k = 0, c = 0; k < count; c += width[k], k++)
+                    tu_assert_close(got + rows * c, ref[k], rows * width[k], ATTN_TOL,
+                                    "B %zu, n %zu, branch %zu, %s, kernel %d, per branch %d", B,
+                                    n, k, runs[ri].what, kernels[ki], per_branch);
+            }
+    for (size_t k = 0; k < count; k++) {
+        free(ref[k]);
+        clReleaseMemObject(dt[k]);
+        problem_free(&p[k]);
+    }
+    clReleaseMemObject(layer.all_temperature);
+    ln_buffer_release(ctx, table);
+    clReleaseMemObject(dqkv), clReleaseMemObject(du), clReleaseMemObject(ds);
+    clReleaseMemObject(dout);
+    if (dl)
+        clReleaseMemObject(dl);
+    free(qkv), free(all_t), free(sentinel), free(got), free(s);
+}
+
+START_TEST(attention_layer_matches_float64)
+{
+    static const size_t w4[] = {64, 128, 32, 96}, w3[] = {48, 16, 32}, w2[] = {64, 128};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 22;
+    check_layer(ctx, 3, 37, 32, 4, w4, true, true, &rng);
+    check_layer(ctx, 2, 65, 16, 3, w3, false, true, &rng);
+    check_layer(ctx, 1, 9, 64, 2, w2, false, true, &rng);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_layer_small_without_clblast)
+{
+    /* Small enough for Oclgrind: attention_rows for a whole layer (and
+     * the per-branch paths) on S made on the host. */
+    static const size_t widths[] = {32, 64};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 24;
+    check_layer(ctx, 3, 11, 32, 2, widths, true, false, &rng);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_layer_rejects_bad_input)
+{
+    ln_context *ctx = tu_context();
+    const size_t width[2] = {64, 32}, bad_width[2] = {64, 24};
+    cl_mem table = NULL;
+    tu_assert_status(ctx, ln_attention_head_table(ctx, 2, bad_width, 32, &table),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ck_assert_msg(strstr(ln_last_error(ctx), "branch 1") != NULL, "names the branch: %s",
+                  ln_last_error(ctx));
+    tu_assert_status(ctx, ln_attention_head_table(ctx, 0, width, 32, &table),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_ok(ctx, ln_attention_head_table(ctx, 2, width, 32, &table));
+    /* The table itself: per head 3 c_k, w_k, c_k and its column. */
+    cl_uint got[3 * 4];
+    download(ctx, table, got, sizeof(got));
+    const cl_uint want[3 * 4] = {0, 64, 0, 0, 0, 64, 0, 32, 192, 32, 64, 0};
+    for (size_t i = 0; i < 12; i++)
+        ck_assert_uint_eq(got[i], want[i]);
+    float buf[8 * 96];
+    memset(buf, 0, sizeof(buf));
+    cl_mem small = upload(ctx, buf, sizeof(buf)), dt = upload(ctx, buf, 64);
+    const cl_mem temps[2] = {dt, dt};
+    const ln_attention_layer layer = {2, width, temps, dt, table};
+    /* qkv holds 8 x 96 floats where 8 x 3 x 96 are needed. */
+    ctx->params.attn_kernel = LN_ATTENTION_KERNEL_ROWS;
+    tu_assert_status(ctx, ln_semantic_attention_layer(ctx, 1, 8, 32, 16, &layer, small, small,
+                                                      NULL, NULL, LN_ATTENTION_PRECOMPUTED_S,
+                                                      small),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ck_assert_msg(strstr(ln_last_error(ctx), "qkv") != NULL, "names qkv: %s", ln_last_error(ctx));
+    const ln_attention_layer none = {0, width, temps, dt, table};
+    tu_assert_status(ctx, ln_semantic_attention_layer(ctx, 1, 8, 32, 16, &none, small, small,
+                                                      NULL, NULL, LN_ATTENTION_PRECOMPUTED_S,
+                                                      small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    const ln_attention_layer odd = {2, bad_width, temps, dt, table};
+    tu_assert_status(ctx, ln_semantic_attention_layer(ctx, 1, 8, 32, 16, &odd, small, small,
+                                                      NULL, NULL, LN_ATTENTION_PRECOMPUTED_S,
+                                                      small),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_semantic_attention_layer(ctx, 1, 8, 32, 16, &layer, small, small,
+                                                      NULL, NULL, (ln_attention_mode)9, small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    clReleaseMemObject(small), clReleaseMemObject(dt);
+    ln_buffer_release(ctx, table);
     ln_context_destroy(ctx);
 }
 END_TEST
@@ -546,12 +736,15 @@ int main(void)
     tcase_add_test(tc, attention_tiles_fit_small_local_memory);
     tcase_add_loop_test(tc, attention_strided_views, 0, 2);
     tcase_add_test(tc, attention_rows_kernel_matches_float64);
+    tcase_add_test(tc, attention_layer_matches_float64);
+    tcase_add_test(tc, attention_layer_rejects_bad_input);
     tcase_add_test(tc, attention_long_sequence_in_linear_memory);
     tcase_add_test(tc, attention_resolves_mode_by_budget);
     tcase_add_test(tc, attention_rejects_bad_input);
     suite_add_tcase(s, tc);
     TCase *small = tcase_create("oclgrind");
     tcase_add_loop_test(small, attention_small_without_clblast, 0, 2);
+    tcase_add_test(small, attention_layer_small_without_clblast);
     suite_add_tcase(s, small);
     return tu_run(s);
 }

@@ -143,6 +143,8 @@ typedef struct model_case {
     const char *config_json;
     size_t batch, n;
     bool positions, lengths, recompute_s, without_metadata;
+    int attn_kernel;  /* ln_attention_kernel; 0 (AUTO) unless a case forces one */
+    bool per_branch;  /* ctx->attn_per_branch */
 } model_case;
 
 static void run_case(const model_case *mc)
@@ -162,6 +164,8 @@ static void run_case(const model_case *mc)
         ctx->params.attn_s_budget_bytes = 0;
         ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
     }
+    ctx->params.attn_kernel = mc->attn_kernel;
+    ctx->attn_per_branch = mc->per_branch;
     ln_model *m = NULL;
     tu_assert_ok(ctx, ln_model_load(ctx, path, &m));
     unlink(path);
@@ -203,14 +207,24 @@ static void run_case(const model_case *mc)
 #define WIDE64_CFG "{\"d_model\": 768, \"scales\": [128, 256, 512, 768], \"head_dim\": 64}"
 
 static const model_case cases[] = {
-    {"default, padding, default positions", DEFAULT_CFG, 3, 37, false, true, false, false},
-    {"default, random positions", DEFAULT_CFG, 2, 29, true, false, false, false},
-    {"default, recomputed S, padding", DEFAULT_CFG, 2, 33, true, true, true, false},
-    {"default, n = 1", DEFAULT_CFG, 2, 1, false, false, false, false},
-    {"d192 [48,96,192] hd16 ffn2 2 layers", SMALL_CFG, 2, 41, true, true, false, false},
-    {"d192 config inferred from shapes", SMALL_CFG, 1, 9, false, false, false, true},
-    {"d768 [96..768] hd32", WIDE_CFG, 1, 19, true, true, false, false},
-    {"d768 [128..768] hd64, recomputed S", WIDE64_CFG, 2, 11, true, true, true, false},
+    {"default, padding, default positions", DEFAULT_CFG, 3, 37, false, true, false, false, 0, false},
+    {"default, random positions", DEFAULT_CFG, 2, 29, true, false, false, false, 0, false},
+    {"default, recomputed S, padding", DEFAULT_CFG, 2, 33, true, true, true, false, 0, false},
+    {"default, n = 1", DEFAULT_CFG, 2, 1, false, false, false, false, 0, false},
+    {"d192 [48,96,192] hd16 ffn2 2 layers", SMALL_CFG, 2, 41, true, true, false, false, 0, false},
+    {"d192 config inferred from shapes", SMALL_CFG, 1, 9, false, false, false, true, 0, false},
+    {"d768 [96..768] hd32", WIDE_CFG, 1, 19, true, true, false, false, 0, false},
+    {"d768 [128..768] hd64, recomputed S", WIDE64_CFG, 2, 11, true, true, true, false, 0, false},
+    /* attention_rows (a GPU's kernel) forced: every branch in one launch,
+     * then branch by branch. */
+    {"default, rows kernel, one launch, padding", DEFAULT_CFG, 3, 37, false, true, false, false,
+     LN_ATTENTION_KERNEL_ROWS, false},
+    {"d192 2 layers, rows kernel, one launch", SMALL_CFG, 2, 41, true, true, false, false,
+     LN_ATTENTION_KERNEL_ROWS, false},
+    {"d768 hd64, rows kernel, one launch", WIDE64_CFG, 2, 11, true, true, false, false,
+     LN_ATTENTION_KERNEL_ROWS, false},
+    {"d192 2 layers, rows kernel, per branch", SMALL_CFG, 2, 41, true, true, false, false,
+     LN_ATTENTION_KERNEL_ROWS, true},
 };
 
 START_TEST(encoder_matches_reference)
@@ -586,9 +600,9 @@ START_TEST(chunking_bounds_device_memory)
 {
     ln_context *ctx = tu_context();
     const size_t B = 6, n = 96, d = 192, rows = B * n, bytes = rows * d * 4;
-    /* SMALL_CFG per row: unit, h (d each), zcat (48 + 96 + 192), a (192),
-     * qkv (3 x 192), ffn (2 x 192) floats. */
-    const size_t per_row = 4 * (d + d + 336 + 192 + 576 + 384);
+    /* SMALL_CFG per row: unit, h (d each), zcat and a (48 + 96 + 192 each),
+     * qkv (3 x 336), ffn (2 x 192) floats. */
+    const size_t per_row = 4 * (d + d + 336 + 336 + 3 * 336 + 384);
     float *x = tu_malloc(bytes);
     uint64_t rng = tu_seed() + 23;
     tu_fill_normal(x, rows * d, 1.0f, &rng);

@@ -39,8 +39,8 @@
 #define MAX_CANDIDATES 64
 
 /* The workloads' sizes, from the model's config. Attention is timed as
- * one layer runs it: one call per branch (BRANCH_WIDTHS, the config's
- * scales). Timing the widest branch alone favoured RECOMPUTE_S: it costs d
+ * one layer runs it: every branch (BRANCH_WIDTHS, the config's scales) in
+ * one ln_semantic_attention_layer call, laid out as the model lays them. Timing the widest branch alone favoured RECOMPUTE_S: it costs d
  * multiply-adds per (query, key) pair in every call, whatever the branch's
  * width, against 2 head_dim per pair per head of real work, so it doubles
  * the widest branch's work (12 heads) but quadruples the narrowest's (2);
@@ -104,6 +104,7 @@ typedef struct workload {
     cl_mem x, gamma, beta, y;                 /* layernorm: [rows, D] */
     cl_mem pos, w1, b1, w2, b2, px, pout;     /* positional */
     cl_mem qkv, unit, temp, aout;             /* attention */
+    cl_mem branch_temp[LN_MAX_SCALES], head_table;
     cl_mem s;       /* S for PRECOMPUTED_S, computed once (NULL: too big) */
     double s_share; /* seconds of S's GEMM charged to each PRECOMPUTED_S layer */
 } workload;
@@ -134,6 +135,12 @@ static void workload_free(ln_context *ctx, workload *w)
         ln_buffer_release(ctx, *all[i]);
         *all[i] = NULL;
     }
+    for (size_t b = 0; b < LN_MAX_SCALES; b++) {
+        ln_buffer_release(ctx, w->branch_temp[b]);
+        w->branch_temp[b] = NULL;
+    }
+    ln_buffer_release(ctx, w->head_table);
+    w->head_table = NULL;
 }
 
 #define S_RUNS 5
@@ -170,13 +177,23 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
                (w->b2 = random_buffer(ctx, D_MODEL, &s, -0.1f, 0.1f)) &&
                (w->px = random_buffer(ctx, R * D_MODEL, &s, -1, 1)) &&
                (w->pout = random_buffer(ctx, R * D_MODEL, &s, 0, 0));
-    /* q, k and v interleaved in rows of 3 w, as the model's fused QKV
-     * projection leaves them (src/model.c). */
-    if (!((w->qkv = random_buffer(ctx, R * 3 * ATTN_WIDTH, &s, -1, 1)) &&
+    /* Every branch's q, k and v and its result in blocks of qkv and
+     * aout, as the model lays a layer out (ln_attention_layer); w->temp
+     * holds every head's temperature, branch_temp each branch's share. */
+    if (!((w->qkv = random_buffer(ctx, R * 3 * ATTN_SUM, &s, -1, 1)) &&
           (w->unit = random_buffer(ctx, R * D_MODEL, &s, -0.05f, 0.05f)) &&
-          (w->temp = random_buffer(ctx, ATTN_WIDTH / HEAD_DIM, &s, 0.5f, 1.5f)) &&
+          (w->temp = random_buffer(ctx, ATTN_SUM / HEAD_DIM, &s, 0.5f, 1.5f)) &&
           (w->aout = random_buffer(ctx, R * ATTN_SUM, &s, 0, 0))))
         return false;
+    if (ln_attention_head_table(ctx, BRANCH_COUNT, BRANCH_WIDTHS, HEAD_DIM, &w->head_table))
+        return false;
+    for (size_t b = 0, h = 0; b < BRANCH_COUNT; h += BRANCH_WIDTHS[b] / HEAD_DIM, b++) {
+        const size_t bytes = BRANCH_WIDTHS[b] / HEAD_DIM * sizeof(float);
+        if (ln_buffer_create(ctx, bytes, &w->branch_temp[b], "ln-tune temperatures") ||
+            clEnqueueCopyBuffer(ctx->queue, w->temp, w->branch_temp[b], h * sizeof(float), 0,
+                                bytes, 0, NULL, NULL) != CL_SUCCESS)
+            return false;
+    }
     /* The model computes S once per forward and every layer reads it: a
      * PRECOMPUTED_S layer is charged 1 / N_LAYERS of S's GEMM (median of 3
      * after a warm-up), not all of it, which would tilt the mode toward
@@ -221,22 +238,14 @@ static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mo
         return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
                                  w->w2, w->b2, w->px, w->pout);
     /* PRECOMPUTED_S reads the workload's S (its GEMM is added by
-     * time_once); without one it computes S in the call. One call per
-     * branch, each writing its own [rows, w] block of aout. */
+     * time_once); without one it computes S in the call. All branches in
+     * one call, as the model makes it: one launch where attention_rows
+     * runs, else one per branch. */
     cl_mem s = mode == LN_ATTENTION_PRECOMPUTED_S ? w->s : NULL;
-    size_t out_off = 0;
-    for (size_t b = 0; b < BRANCH_COUNT; b++) {
-        const size_t bw = BRANCH_WIDTHS[b];
-        ln_dmat q = {w->qkv, 0, 3 * bw}, k = {w->qkv, bw, 3 * bw}, v = {w->qkv, 2 * bw, 3 * bw};
-        ln_dmat out = {w->aout, out_off, bw};
-        ln_status st = ln_semantic_attention(ctx, w->batch, w->n, bw, HEAD_DIM, D_MODEL, q, k, v,
-                                             w->unit, s, w->temp, NULL, (ln_attention_mode)mode,
-                                             out);
-        if (st)
-            return st;
-        out_off += w->rows * bw;
-    }
-    return LN_SUCCESS;
+    const ln_attention_layer layer = {BRANCH_COUNT, BRANCH_WIDTHS, w->branch_temp, w->temp,
+                                      w->head_table};
+    return ln_semantic_attention_layer(ctx, w->batch, w->n, HEAD_DIM, D_MODEL, &layer, w->qkv,
+                                       w->unit, s, NULL, (ln_attention_mode)mode, w->aout);
 }
 
 static cl_mem output_of(const char *kernel, workload *w, size_t *floats)
