@@ -38,13 +38,15 @@ typedef struct layer_weights {
 } layer_weights;
 
 /* Device buffers for one chunk of G sequences of n rows (G = B when the
- * whole batch fits; see chunk_sequences); sizes in ensure_workspace. a
- * and qkv hold every branch's block ([G n, sum] and [G n, 3 sum] floats,
- * as ln_attention_layer lays them out), so one launch can run every
- * branch's attention. */
+ * whole batch fits; see chunk_sequences); sizes in ensure_workspace.
+ * Where one launch runs every branch's attention (`together`), a and qkv
+ * hold every branch's block ([G n, sum] and [G n, 3 sum] floats, as
+ * ln_attention_layer lays them out); else one branch's ([G n, w] and
+ * [G n, 3 w] of the widest). */
 typedef struct workspace {
     size_t group, n;            /* G and n */
     ln_attention_mode mode;     /* resolved for (G, n) */
+    bool together;              /* ln_attention_layer_in_one_launch for (G, n, mode) */
     cl_mem positions, lengths;  /* a chunk's inputs, [G n] and [G]: made on first use */
     cl_mem unit, s, h, zcat, a, qkv, f;
 } workspace;
@@ -479,10 +481,13 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
     workspace *w = &m->ws;
     ln_context *ctx = m->ctx;
     ln_attention_mode mode = ln_attention_resolve_mode(ctx, group, n);
-    if (w->h && w->group == group && w->n == n && w->mode == mode)
+    const bool together =
+        ln_attention_layer_in_one_launch(ctx, group, n, (size_t)m->cfg.head_dim, mode);
+    if (w->h && w->group == group && w->n == n && w->mode == mode && w->together == together)
         return LN_SUCCESS;
     release_workspace(m);
     size_t rows = group * n, f = sizeof(float);
+    const size_t branch_cols = together ? m->sum_scales : m->max_width;
     char what[128];
     snprintf(what, sizeof(what), "encoder workspace for B = %zu, n = %zu (%zu sequences a chunk)",
              batch, n, group);
@@ -491,8 +496,8 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
         size_t bytes;
     } plan[] = {
         {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
-        {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * m->sum_scales * f},
-        {&w->qkv, rows * 3 * m->sum_scales * f}, {&w->f, rows * m->max_ffn * f},
+        {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * branch_cols * f},
+        {&w->qkv, rows * 3 * branch_cols * f}, {&w->f, rows * m->max_ffn * f},
         {&w->s, mode == LN_ATTENTION_PRECOMPUTED_S ? group * n * n * f : 0},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
@@ -510,6 +515,7 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
     w->group = group;
     w->n = n;
     w->mode = mode;
+    w->together = together;
     return LN_SUCCESS;
 }
 
@@ -636,10 +642,10 @@ static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h
      * GPUs), the branches go through the layer step by step; else each
      * runs its whole block in turn on the workspace's first columns, as
      * dense and as cache-warm as they can be: on the 2-core PoCL machine
-     * the step-by-step order took 3-7% longer at B = 1, n = 1024 and
-     * B = 8, n = 256 (ln-bench, three alternating runs each). */
-    const ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
-    if (ln_attention_layer_in_one_launch(ctx, batch, n, (size_t)m->cfg.head_dim, mode)) {
+     * the step-by-step order took 1-7% longer at B = 1, n = 1024 and
+     * B = 8, n = 256 (ln-bench, three alternating runs each), and its
+     * workspace is larger. */
+    if (m->ws.together) {
         if ((st = attention_half(m, L, batch, n, unit, s, lengths)))
             return st;
         for (int k = 0; k < m->cfg.n_scales; k++) {
