@@ -7,7 +7,7 @@
  * forward pass of SPEC.md chunk by chunk with its fusions: S computed once
  * per chunk (or recomputed inside attention), each branch working in its
  * column slice of the buffer the fusion GEMM reads, every branch's
- * attention in one call (one launch on GPUs), residual adds riding on
+ * attention in one launch on GPUs, residual adds riding on
  * GEMM epilogues.
  */
 #include "internal.h"
