@@ -465,13 +465,18 @@ static void set_chunk(ln_context *ctx, size_t G, size_t n)
  * (here 2 + 2 + 1 of B = 5, then 1 at a time with S recomputed): the same
  * result as the whole batch at once, and the reference's, on both the
  * host and the device path, with padding and explicit positions, with
- * default positions, and with out = x. */
+ * default positions, and with out = x. Looped over the device's own
+ * attention kernel and attention_rows forced, which runs every branch in
+ * one launch, also on a last chunk smaller than the workspace's. */
+static const int chunk_kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS};
+
 START_TEST(encode_in_chunks_matches_whole_batch)
 {
     uint64_t rng = tu_seed() + 17;
     ln_model_config cfg;
     ln_tensor_file *f;
     ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = chunk_kernels[_i];
     const uint64_t default_budget = ctx->params.attn_s_budget_bytes;
     ln_model *m = load_random_small(ctx, &rng, &cfg, &f);
     const size_t B = 5, n = 31, d = 192, rows = B * n, bytes = rows * d * 4;
@@ -506,8 +511,8 @@ START_TEST(encode_in_chunks_matches_whole_batch)
             ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
         }
         const char *how = G == 2 ? "chunks of 2 + 2 + 1" : "chunks of 1, S recomputed";
-        fprintf(stderr, "%s: attention mode %d for (G, n)\n", how,
-                (int)ln_attention_resolve_mode(ctx, G, n));
+        fprintf(stderr, "%s: attention mode %d for (G, n), kernel %d\n", how,
+                (int)ln_attention_resolve_mode(ctx, G, n), chunk_kernels[_i]);
 
         /* Host path. */
         memset(got, 0, bytes);
@@ -737,7 +742,8 @@ int main(void)
     tcase_add_loop_test(tc, encoder_matches_reference, 0, (int)(sizeof(cases) / sizeof(cases[0])));
     tcase_add_test(tc, pytorch_saved_model_matches);
     tcase_add_test(tc, block_and_multiscale_on_their_own);
-    tcase_add_test(tc, encode_in_chunks_matches_whole_batch);
+    tcase_add_loop_test(tc, encode_in_chunks_matches_whole_batch, 0,
+                        (int)(sizeof(chunk_kernels) / sizeof(chunk_kernels[0])));
     tcase_add_test(tc, chunking_bounds_device_memory);
     tcase_add_test(tc, encode_rejects_bad_input);
     tcase_add_test(tc, load_rejects_inconsistent_files);
