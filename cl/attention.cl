@@ -353,10 +353,10 @@ void attention_fused(const uint n, const uint heads, const uint d,
  * block at rows * 3 c_k of q (= k = v), its result a [rows, w_k] block at
  * rows * c_k of out (c_k: the widths before it). head_table holds per
  * head 3 c_k, w_k, c_k and its first column in the branch; temperature
- * holds every head's in that order. A branch of
- * 2 heads alone fills few of a GPU's cores (B = 8, n = 1024: 256
- * work-groups of 64 for an H200's 132 SMs); all 26 heads of the default
- * model's four branches together fill them. One kernel serves both, so
+ * holds every head's in that order. A branch of 2 heads alone fills few
+ * of a GPU's cores (B = 8, n = 1024: 256 work-groups of 64 for an H200's
+ * 132 SMs); all 26 heads of the default model's four branches together
+ * fill them. One kernel serves both, so
  * the program declares its local tiles once: Oclgrind adds up every
  * kernel-scope __local array of a program against its 32 KiB.
  *
@@ -365,8 +365,8 @@ void attention_fused(const uint n, const uint heads, const uint d,
  * / 2.85-2.87 per branch; n = 64: 0.034 against 0.111. That build had the
  * local tiles as kernel arguments and heads varying fastest (so a query
  * tile's heads would share S rows in L2), and per branch it took 44.4 ms
- * where this kernel as below took about 29 the day before (B = 8, n =
- * 4096, PyTorch's times the same both days): one of those two changes cost
+ * where this kernel as below took about 29 that morning (B = 8, n = 4096;
+ * PyTorch's times within 1% in both runs): one of those two changes cost
  * 50%, both are undone here, and one launch with them undone has not run
  * on a GPU yet. A guess, not measured: without the tiles' declared
  * 16-byte alignment NVIDIA's compiler cannot use 16-byte local loads, and
