@@ -413,6 +413,19 @@ static ln_status launch_fused(ln_context *ctx, const char *op, size_t batch, siz
     return ln_enqueue(ctx, kern, 2, global, local, op);
 }
 
+/* A precomputed S that the caller did not give: made here for one call
+ * (the caller releases it; OpenCL keeps it until its kernels are done). */
+static ln_status own_similarity(ln_context *ctx, const char *op, size_t batch, size_t n, size_t d,
+                                cl_mem unit, cl_mem *s)
+{
+    ln_status st = ln_buffer_create(ctx, batch * n * n * sizeof(float), s, op);
+    if (!st && (st = ln_similarity(ctx, batch, n, d, unit, *s))) {
+        ln_buffer_release(ctx, *s);
+        *s = NULL;
+    }
+    return st;
+}
+
 ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t width,
                                 size_t head_dim, size_t d, ln_dmat q, ln_dmat k, ln_dmat v,
                                 cl_mem unit, cl_mem s, cl_mem temperature, cl_mem lengths,
@@ -443,14 +456,12 @@ ln_status ln_semantic_attention(ln_context *ctx, size_t batch, size_t n, size_t 
     if (s)
         return launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, s, false,
                             temperature, lengths, out);
-    cl_mem own_s;
-    if ((st = ln_buffer_create(ctx, batch * n * n * sizeof(float), &own_s, op)))
+    cl_mem own_s = NULL;
+    if ((st = own_similarity(ctx, op, batch, n, d, unit, &own_s)))
         return st;
-    st = ln_similarity(ctx, batch, n, d, unit, own_s);
-    if (!st)
-        st = launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, own_s, false,
-                          temperature, lengths, out);
-    ln_buffer_release(ctx, own_s); /* OpenCL keeps it until the kernel is done */
+    st = launch_fused(ctx, op, batch, n, width, head_dim, d, q, k, v, own_s, false, temperature,
+                      lengths, out);
+    ln_buffer_release(ctx, own_s);
     return st;
 }
 
@@ -494,16 +505,22 @@ ln_status ln_attention_head_table(ln_context *ctx, size_t count, const size_t *w
     return st;
 }
 
+/* tp: the tuned params for this shape's bucket; mode resolved. */
+static bool one_launch_for(const ln_context *ctx, const ln_params *tp, size_t head_dim,
+                           ln_attention_mode mode)
+{
+    return mode == LN_ATTENTION_PRECOMPUTED_S && !ctx->attn_per_branch &&
+           ln_attention_uses_rows(ctx, tp, head_dim, false);
+}
+
 bool ln_attention_layer_in_one_launch(ln_context *ctx, size_t batch, size_t n, size_t head_dim,
                                       ln_attention_mode mode)
 {
     if (mode == LN_ATTENTION_AUTO)
         mode = ln_attention_resolve_mode(ctx, batch, n);
-    if (mode != LN_ATTENTION_PRECOMPUTED_S || ctx->attn_per_branch)
-        return false;
     ln_params tp;
     ln_tuned_params_for(ctx, "attention", batch, n, &tp);
-    return ln_attention_uses_rows(ctx, &tp, head_dim, false);
+    return one_launch_for(ctx, &tp, head_dim, mode);
 }
 
 /* One ln_semantic_attention per branch, on its blocks of qkv and out. */
@@ -515,9 +532,10 @@ static ln_status layer_by_branch(ln_context *ctx, size_t batch, size_t n, size_t
     const size_t rows = batch * n;
     size_t before = 0;
     for (size_t k = 0; k < layer->count; before += layer->width[k], k++) {
-        const size_t w = layer->width[k], block = rows * 3 * before;
-        const ln_dmat q = {qkv, block, 3 * w}, kk = {qkv, block + w, 3 * w},
-                      v = {qkv, block + 2 * w, 3 * w}, o = {out, rows * before, w};
+        const size_t w = layer->width[k];
+        const ln_dmat q = ln_layer_qkv_block(qkv, rows, before, w),
+                      kk = {qkv, q.offset + w, q.ld}, v = {qkv, q.offset + 2 * w, q.ld},
+                      o = ln_layer_out_block(out, rows, before, w);
         ln_status st = ln_semantic_attention(ctx, batch, n, w, head_dim, d, q, kk, v, unit, s,
                                              layer->temperature[k], lengths, mode, o);
         if (st)
@@ -559,8 +577,7 @@ ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, s
     ln_params tp;
     ln_tuned_params_for(ctx, "attention", batch, n, &tp);
     const bool one_launch = layer->head_table && layer->all_temperature &&
-                            heads <= ROWS_MAX_GROUPS_YZ &&
-                            ln_attention_layer_in_one_launch(ctx, batch, n, head_dim, mode);
+                            heads <= ROWS_MAX_GROUPS_YZ && one_launch_for(ctx, &tp, head_dim, mode);
     if (!one_launch && !(mode == LN_ATTENTION_PRECOMPUTED_S && !s))
         return layer_by_branch(ctx, batch, n, head_dim, d, layer, qkv, unit, s, lengths, mode,
                                out);
@@ -581,12 +598,8 @@ ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, s
     /* Precomputed S not given: made once here for every branch. */
     cl_mem own_s = NULL;
     if (!s) {
-        if ((st = ln_buffer_create(ctx, batch * n * n * sizeof(float), &own_s, op)))
+        if ((st = own_similarity(ctx, op, batch, n, d, unit, &own_s)))
             return st;
-        if ((st = ln_similarity(ctx, batch, n, d, unit, own_s))) {
-            ln_buffer_release(ctx, own_s);
-            return st;
-        }
         s = own_s;
     }
     if (!one_launch)
@@ -609,7 +622,7 @@ ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, s
             st = enqueue_rows(ctx, op, kern, &a, batch, n, heads, head_dim, plan.tile_q);
         }
     }
-    ln_buffer_release(ctx, own_s); /* OpenCL keeps it until the kernels are done */
+    ln_buffer_release(ctx, own_s);
     return st;
 }
 

@@ -198,6 +198,19 @@ typedef struct ln_attention_layer {
     cl_mem head_table;          /* ln_attention_head_table of these widths */
 } ln_attention_layer;
 
+/* Branch k's blocks in that layout: its q, k and v ([rows, 3 w] at
+ * rows * 3 c) and its result ([rows, w] at rows * c), c its first column. */
+static inline ln_dmat ln_layer_qkv_block(cl_mem qkv, size_t rows, size_t column, size_t width)
+{
+    ln_dmat m = {qkv, rows * 3 * column, 3 * width};
+    return m;
+}
+static inline ln_dmat ln_layer_out_block(cl_mem out, size_t rows, size_t column, size_t width)
+{
+    ln_dmat m = {out, rows * column, width};
+    return m;
+}
+
 /* attention_rows' table for a layer of branches of these widths: per
  * head, uint32 3 c_k, w_k, c_k and its first column in its branch. */
 ln_status ln_attention_head_table(ln_context *ctx, size_t count, const size_t *width,

@@ -541,12 +541,12 @@ static ln_status ensure_chunk_inputs(ln_model *m, bool positions, bool lengths)
  * ([rows, 3w]), as ln_attention_layer lays them out. */
 static ln_dmat a_block(const ln_model *m, const layer_weights *L, int k, size_t rows)
 {
-    return (ln_dmat){m->ws.a, rows * L->column[k], L->width[k]};
+    return ln_layer_out_block(m->ws.a, rows, L->column[k], L->width[k]);
 }
 
 static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_t rows)
 {
-    return (ln_dmat){m->ws.qkv, rows * 3 * L->column[k], 3 * L->width[k]};
+    return ln_layer_qkv_block(m->ws.qkv, rows, L->column[k], L->width[k]);
 }
 
 /* z += out_proj(attn(LN1 z)) for every branch of layer L, in three steps

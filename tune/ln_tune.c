@@ -40,7 +40,8 @@
 
 /* The workloads' sizes, from the model's config. Attention is timed as
  * one layer runs it: every branch (BRANCH_WIDTHS, the config's scales) in
- * one ln_semantic_attention_layer call, laid out as the model lays them. Timing the widest branch alone favoured RECOMPUTE_S: it costs d
+ * one ln_semantic_attention_layer call, laid out as the model lays them.
+ * Timing the widest branch alone favoured RECOMPUTE_S: it costs d
  * multiply-adds per (query, key) pair in every call, whatever the branch's
  * width, against 2 head_dim per pair per head of real work, so it doubles
  * the widest branch's work (12 heads) but quadruples the narrowest's (2);
