@@ -1,14 +1,15 @@
 /*
- * positional.cl: the first layer of the continuous positional encoding,
- * g[r, j] = gelu(w1[j] * p[r] + b1[j]), for float positions of any value.
- * The second layer and the add to x are one GEMM with a residual epilogue
- * (src/positional.c). 2-D range: dim 0 over hidden units, dim 1 over rows.
+ * positional.cl: the first layer of the continuous positional encoding
+ * before its bias and GELU, g[r, j] = w1[j] * p[r], for float positions of
+ * any value. src/positional.c adds b1 and applies GELU with the Linear
+ * epilogue (cl/linear.cl, ln-cl's one GELU); the second layer and the add
+ * to x are one GEMM with a residual epilogue. 2-D range: dim 0 over hidden
+ * units, dim 1 over rows.
  */
 
 __kernel void positional_hidden(const uint rows, const uint n, const uint hidden,
                                 const int has_positions, __global const float *positions,
-                                __global const float *w1, __global const float *b1,
-                                __global float *g)
+                                __global const float *w1, __global float *g)
 {
     const uint j = get_global_id(0), r = get_global_id(1);
     if (j >= hidden || r >= rows)
@@ -18,6 +19,5 @@ __kernel void positional_hidden(const uint rows, const uint n, const uint hidden
         p = positions[r];
     else /* default p_i = i / (n - 1), and 0 for a one-element sequence */
         p = n > 1 ? (float)(r % n) / (float)(n - 1) : 0.0f;
-    const float v = w1[j] * p + b1[j];
-    g[r * hidden + j] = 0.5f * v * (1.0f + erf(v * 0.70710678118654752f));
+    g[r * hidden + j] = w1[j] * p;
 }

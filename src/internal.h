@@ -20,6 +20,7 @@
 typedef struct ln_params {
     size_t wg_layernorm;  /* work-items per row in the row reductions */
     size_t wg_elementwise; /* epilogues, positional hidden layer */
+    size_t vec_elementwise; /* epilogue columns per work-item, at most (a power of 2 <= 16) */
     /* semantic attention */
     int attn_mode;        /* ln_attention_mode; AUTO resolves by memory budget */
     size_t attn_tile_q;   /* queries per work-group */
@@ -152,6 +153,13 @@ ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m,
 ln_status ln_linear_wt(ln_context *ctx, size_t rows, size_t in, size_t out, ln_dmat x,
                        ln_dmat wt, cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
                        ln_dmat residual, ln_dmat y);
+
+/* A Linear's epilogue alone, in place on y [rows, cols] (cl/linear.cl):
+ * + bias, + bias then GELU, or + bias + residual (residual.mem NULL: bias
+ * only). No argument checks: callers have made them. */
+ln_status ln_epilogue_apply(ln_context *ctx, const char *op, size_t rows, size_t cols, ln_dmat y,
+                            cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
+                            ln_dmat residual);
 
 void ln_params_defaults(const ln_device_info *info, ln_params *p);
 

@@ -17,6 +17,7 @@
 
 #include <clblast_c.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static ln_status clblast_failed(ln_context *ctx, CLBlastStatusCode code, const char *what,
@@ -102,14 +103,32 @@ static ln_status linear(ln_context *ctx, const char *op, size_t rows, size_t in,
     if (epilogue == LN_EPILOGUE_NONE)
         return LN_SUCCESS;
 
-    bool with_residual = epilogue == LN_EPILOGUE_BIAS_RESIDUAL && !residual_in_place;
+    return ln_epilogue_apply(ctx, op, rows, out, y, bias, bias_offset, epilogue,
+                             residual_in_place ? (ln_dmat){0} : residual);
+}
+
+ln_status ln_epilogue_apply(ln_context *ctx, const char *op, size_t rows, size_t cols, ln_dmat y,
+                            cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
+                            ln_dmat residual)
+{
+    if (epilogue == LN_EPILOGUE_NONE)
+        return LN_SUCCESS;
+    bool with_residual = epilogue == LN_EPILOGUE_BIAS_RESIDUAL && residual.mem;
     const char *kernel_name = epilogue == LN_EPILOGUE_BIAS_GELU ? "add_bias_gelu"
                               : with_residual                   ? "add_bias_residual"
                                                                 : "add_bias";
+    /* The widest vector up to the device's that divides the columns: views
+     * need no alignment (cl/linear.cl), only whole vectors per row. */
+    size_t vec = ctx->params.vec_elementwise;
+    while (vec > 1 && cols % vec != 0)
+        vec /= 2;
+    char options[32];
+    snprintf(options, sizeof(options), "-DEPI_VEC=%zu", vec);
     cl_kernel k;
-    if ((st = ln_kernel_get(ctx, "linear", "", kernel_name, &k)))
+    ln_status st;
+    if ((st = ln_kernel_get(ctx, "linear", options, kernel_name, &k)))
         return st;
-    cl_uint r = (cl_uint)rows, c = (cl_uint)out, yo = (cl_uint)y.offset, yl = (cl_uint)y.ld,
+    cl_uint r = (cl_uint)rows, c = (cl_uint)cols, yo = (cl_uint)y.offset, yl = (cl_uint)y.ld,
             bo = (cl_uint)bias_offset, ro = (cl_uint)residual.offset, rl = (cl_uint)residual.ld;
     if (with_residual)
         st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(c), LN_ARG(y.mem), LN_ARG(yo), LN_ARG(yl),
@@ -121,8 +140,11 @@ static ln_status linear(ln_context *ctx, const char *op, size_t rows, size_t in,
     if (st)
         return st;
     size_t wg = ctx->params.wg_elementwise;
+    size_t groups = cols / vec;
     size_t local[2] = {wg < 64 ? wg : 64, wg > 64 ? wg / 64 : 1};
-    size_t global[2] = {out, rows};
+    if (local[0] > groups) /* keep narrow views from padding to 64 idle lanes */
+        local[0] = groups;
+    size_t global[2] = {groups, rows};
     return ln_enqueue(ctx, k, 2, global, local, op);
 }
 

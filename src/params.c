@@ -11,6 +11,10 @@ void ln_params_defaults(const ln_device_info *info, ln_params *p)
      * on one core: 64 keeps compile time and per-group overhead low. */
     p->wg_layernorm = info->is_gpu ? 128 : 64;
     p->wg_elementwise = info->is_gpu ? 256 : 64;
+    /* One float16 per work-item lets PoCL vectorise the epilogues' GELU
+     * (cl/linear.cl says by how much). GPUs keep one float per work-item,
+     * the coalesced pattern, not measured against vectors there. */
+    p->vec_elementwise = info->is_gpu ? 1 : 16;
     p->attn_mode = LN_ATTENTION_AUTO;
     /* Fused attention tiles (queries x keys per step). On PoCL (2-core
      * Xeon, n = 1024, 12 heads of 32) every choice in 16..64 x 16..64 ran

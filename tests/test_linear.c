@@ -6,7 +6,9 @@
 #include "test_util.h"
 #include "internal.h" /* ln_linear_wt and the tracked-buffer helpers */
 
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,17 +77,23 @@ END_TEST
 
 /* Output written into a column slice of a wider matrix (as a branch writes
  * its slice of the fusion GEMM's input); residual both separate and the
- * output itself. */
+ * output itself; bias alone. The widths make the epilogue take 16, 8, 4, 2
+ * and 1 columns per work-item (cl/linear.cl, on a CPU), at offsets that
+ * are no multiple of those. */
 START_TEST(linear_strided_slices)
 {
     ln_context *ctx = tu_context();
     uint64_t rng = tu_seed() + 12;
-    const size_t rows = 53, in = 48, out = 40, ldx = 100, xoff = 30, ldy = 150, yoff = 70;
+    const size_t rows = 53, in = 48, ldx = 100, xoff = 30, ldy = 150, yoff = 70;
+    static const size_t outs[] = {80, 40, 36, 34, 33};
     cl_context cl = ln_context_cl_context(ctx);
     cl_command_queue q = ln_context_cl_queue(ctx);
-    for (int mode = 0; mode < 3; mode++) {
-        ln_epilogue ep = mode == 0 ? LN_EPILOGUE_BIAS_GELU : LN_EPILOGUE_BIAS_RESIDUAL;
-        bool in_place = mode == 2;
+    for (int mode = 0; mode < 4 * 5; mode++) {
+        const size_t out = outs[mode / 4];
+        ln_epilogue ep = mode % 4 == 0   ? LN_EPILOGUE_BIAS_GELU
+                         : mode % 4 == 3 ? LN_EPILOGUE_BIAS
+                                         : LN_EPILOGUE_BIAS_RESIDUAL;
+        bool in_place = mode % 4 == 2;
         size_t xn = xoff + rows * ldx, yn = yoff + rows * ldy;
         float *hx = tu_malloc(xn * 4), *hy = tu_malloc(yn * 4), *w = tu_malloc(out * in * 4),
               *b = tu_malloc(out * 4), *res = tu_malloc(rows * out * 4);
@@ -122,7 +130,8 @@ START_TEST(linear_strided_slices)
                 dense_y[r * out + c] = got[yoff + r * ldy + c];
         }
         ref_linear(rows, in, out, dense_x, w, b, ep, res, ref);
-        tu_assert_close(dense_y, ref, rows * out, 1e-4, "strided linear mode %d", mode);
+        tu_assert_close(dense_y, ref, rows * out, 1e-4, "strided linear %s out %zu%s", ep_name[ep],
+                        out, in_place ? " in place" : "");
         for (size_t i = 0; i < yn; i++) {
             size_t rel = i < yoff ? 0 : i - yoff;
             bool inside = i >= yoff && rel / ldy < rows && rel % ldy < out;
@@ -134,6 +143,41 @@ START_TEST(linear_strided_slices)
         free(hx), free(hy), free(w), free(b), free(bb), free(res), free(got), free(dense_y);
         free(dense_x), free(ref);
     }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+/* The GELU epilogue element by element over [-12, 12] against float64's
+ * erf, at 16 columns per work-item and at 1 (cl/linear.cl): y = x * 1 + 0
+ * is v exactly, so only the GELU's own error is measured. The bound: its
+ * approximation of erf is within 1.5e-7 and the output is rounded. */
+START_TEST(linear_gelu_accuracy)
+{
+    ln_context *ctx = tu_context();
+    const size_t rows = 2401;
+    static const size_t outs[] = {16, 3};
+    float *x = tu_malloc(rows * 4);
+    for (size_t r = 0; r < rows; r++)
+        x[r] = -12.0f + 0.01f * (float)r;
+    for (int o = 0; o < 2; o++) {
+        const size_t out = outs[o];
+        float *w = tu_malloc(out * 4), *b = tu_malloc(out * 4), *y = tu_malloc(rows * out * 4);
+        for (size_t c = 0; c < out; c++)
+            w[c] = 1.0f, b[c] = 0.0f;
+        tu_assert_ok(ctx, ln_linear_host(ctx, rows, 1, out, x, w, b, LN_EPILOGUE_BIAS_GELU, NULL, y));
+        double worst = 0;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < out; c++) {
+                double ref = tu_gelu((double)x[r]), err = fabs((double)y[r * out + c] - ref);
+                ck_assert_msg(err <= 5e-7 + 4 * FLT_EPSILON * fabs(ref),
+                              "gelu(%.9g) = %.9g, float64 %.9g (out %zu)", (double)x[r],
+                              (double)y[r * out + c], ref, out);
+                worst = err > worst ? err : worst;
+            }
+        printf("gelu over [-12, 12], %zu columns: worst absolute error %.3g\n", out, worst);
+        free(w), free(b), free(y);
+    }
+    free(x);
     ln_context_destroy(ctx);
 }
 END_TEST
@@ -237,6 +281,7 @@ int main(void)
     tcase_add_test(tc, linear_model_widths);
     tcase_add_test(tc, linear_odd_sizes);
     tcase_add_test(tc, linear_strided_slices);
+    tcase_add_test(tc, linear_gelu_accuracy);
     tcase_add_test(tc, linear_transposed_weights);
     tcase_add_test(tc, linear_rejects_bad_input);
     suite_add_tcase(s, tc);

@@ -21,6 +21,7 @@
  * reuse to same-sized temporaries (ln_positional_add's hidden layer).
  */
 #include "test_util.h"
+#include "internal.h" /* struct ln_context: the epilogue's vector width */
 
 #include <math.h>
 #include <stdlib.h>
@@ -66,12 +67,17 @@ static void assert_outside_untouched(const float *got, const float *before, size
 
 /* ------------------------------------------------------------- linear */
 
-START_TEST(linear)
+/* out 6 and 16 with up to 16 columns per work-item, a CPU's setting
+ * (Oclgrind's device calls itself a GPU too): the epilogue takes 2 and 16
+ * columns per work-item (cl/linear.cl), at offsets that are no multiple
+ * of either. */
+static void linear_case(size_t out, uint64_t rng)
 {
     ln_context *ctx = tu_context();
-    uint64_t rng = tu_seed();
-    const size_t rows = 5, in = 7, out = 6;
-    const size_t x_off = 3, x_ld = 9, y_off = 2, y_ld = 10, r_off = 1, r_ld = 8, b_off = 1;
+    ctx->params.vec_elementwise = 16;
+    const size_t rows = 5, in = 7;
+    const size_t x_off = 3, x_ld = 9, y_off = 2, y_ld = out + 4, r_off = 1, r_ld = out + 2,
+                 b_off = 1;
     const size_t x_n = x_off + rows * x_ld, y_n = y_off + rows * y_ld, r_n = r_off + rows * r_ld;
     float *x = random_floats(x_n, &rng), *w = random_floats(out * in, &rng),
           *b = random_floats(b_off + out, &rng), *r = random_floats(r_n, &rng),
@@ -117,6 +123,12 @@ START_TEST(linear)
     ck_assert_uint_eq(ln_context_device_bytes(ctx), 0);
     ln_context_destroy(ctx);
     free(x), free(w), free(b), free(r), free(y0), free(got), free(ref), free(view);
+}
+
+START_TEST(linear)
+{
+    linear_case(6, tu_seed());
+    linear_case(16, tu_seed() + 1);
 }
 END_TEST
 
