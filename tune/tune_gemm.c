@@ -253,6 +253,16 @@ static gemm_result measure_all(ln_context *ctx, gemm_work *w, int runs, bool sto
  * its layout (with its transposes); 4-vector rows, KWG 64, or 8 x 8
  * threads with 1-vector rows: the same within the noise. The 8-wide one
  * (2 vectors x 4 rows, for AVX2's 16 registers) is not measured here.
+ * Less unrolling of the k loop won on the 2-core AMD EPYC machine with
+ * AVX-512 (2026-11-27). KWI 2 against 4: ln-bench's B = 8, n = 256
+ * forward in two alternating runs took 101-103 ms against 113-121 (its
+ * GEMMs 72 against 84-96 ms; 190-215 GFLOP/s at most of the 2048-row
+ * shapes, where OpenBLAS runs 190-205). On ln-tune's sum of that
+ * forward's GEMMs, one run: KWI 1 70.0 ms, KWI 2 81.1 (77.1 in another
+ * run), KWI 2 with KWG 16 78.4, with 32x32 tiles of 1x4 threads 77.6;
+ * KWI 8 and KWG 64 85. ln-bench, two alternating runs: the GEMMs of
+ * that forward 68.6-69.7 ms with KWI 1 against 72.2-72.8 with KWI 2.
+ * --quick tries the first two.
  *
  * Then the GEMMK 0 kernel, which needs A and C transposed in this layout:
  * 128x48 tiles, 4x4 threads (MWI = 2 vectors by NWI = 12), KWG 64 and
@@ -264,6 +274,8 @@ static gemm_result measure_all(ln_context *ctx, gemm_work *w, int runs, bool sto
  * unmeasured, then the older 4-wide sets (6.1 against the default's 2.7 at
  * 256x1536x384 before USE_VECTOR_MAD). */
 static const long long xgemm_cpu[][16] = {
+    {1, 1, 32, 1, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
+    {1, 1, 32, 2, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
     {1, 1, 32, 4, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
     {1, 1, 32, 4, 4, 4, 64, 16, 16, 64, 0, 0, 0, 0, 8, 1},
     {1, 1, 16, 4, 1, 1, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1},
@@ -501,7 +513,7 @@ static int build_candidates(const ln_device_info *info, cl_uint preferred, size_
 {
     int n = 0;
     uint64_t rng = 0x6a09e667f3bcc909ull;
-    const int curated_x = quick ? 1 : 8;
+    const int curated_x = quick ? 2 : 8;
     const int random_x = random_x_sets >= 0 ? random_x_sets : quick ? 0 : 8;
     const int curated_d = quick ? 1 : 6, random_d = quick ? 0 : 6;
     const long long(*da)[10] = info->is_gpu ? direct_gpu : direct_cpu;
