@@ -395,8 +395,10 @@ void ln_tune_table_free(ln_tune_table *t);
 bool ln_tune_file_path(const ln_device_info *info, char *path, size_t cap);
 /* Reads and validates a tuning file against `info` (the key: platform name
  * and version, device, driver, compute units, kernel hash, tuner version).
- * On anything but OK, `why` says what (and *out is empty). Never crashes on
- * any content. */
+ * On anything but OK, `why` says what (and *out is empty). OK with a
+ * non-empty `why`: only the kernel hash differed, and *out holds the
+ * file's CLBlast GEMM entries alone (they do not depend on ln-cl's
+ * kernels). Never crashes on any content. */
 ln_tune_file_result ln_tune_file_read(const ln_device_info *info, const char *path,
                                       ln_tune_table *out, char *why, size_t why_cap);
 /* Merges `count` entries into the file at `path` under an flock on

@@ -22,7 +22,9 @@
  * A GEMM entry's times are the model's GEMMs summed at that shape.
  * The driver version lives in the key, not the file name: after a driver
  * update the old file is found, named as stale on stderr, and replaced by
- * the next ln-tune run rather than left behind.
+ * the next ln-tune run rather than left behind. A file whose key differs
+ * only in kernels_hash still gives its CLBlast entries (parse_root says
+ * why).
  */
 #define _DEFAULT_SOURCE /* flock */
 #include "internal.h"
@@ -301,6 +303,9 @@ static bool key_int(json_t *key, const char *field, const char *label, long long
     return true;
 }
 
+static ln_tune_file_result parse_key(const ln_device_info *info, json_t *key, const char *hash,
+                                     char *why, size_t cap);
+
 static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
                                       ln_tune_table *out, char *why, size_t cap)
 {
@@ -323,6 +328,63 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
     }
     char hash[20];
     snprintf(hash, sizeof(hash), "%016llx", (unsigned long long)ln_kernel_sources_hash());
+    /* Changed ln-cl kernels make the entries of ln-cl's kernels stale, not
+     * CLBlast's GEMM sets: those depend on the device, its driver and
+     * CLBlast's version alone, and on PoCL they are 7-13x over CLBlast's
+     * defaults. So a file that differs only in kernels_hash keeps its GEMM
+     * entries (the table holds no other) and says so in `why`. */
+    bool kernels_changed = false;
+    json_t *file_hash = json_object_get(key, "kernels_hash");
+    if (json_is_string(file_hash) && strcmp(json_string_value(file_hash), hash) != 0) {
+        kernels_changed = true;
+        json_t *copy = json_deep_copy(key);
+        if (!copy) {
+            ln_why_set(why, cap, "out of host memory");
+            return LN_TUNE_FILE_CORRUPT;
+        }
+        json_object_set_new(copy, "kernels_hash", json_string(hash));
+        ln_tune_file_result kr = parse_key(info, copy, hash, why, cap);
+        json_decref(copy);
+        if (kr != LN_TUNE_FILE_OK)
+            return kr;
+    } else if ((r = parse_key(info, key, hash, why, cap)) != LN_TUNE_FILE_OK) {
+        return r;
+    }
+    json_t *entries = json_object_get(root, "entries");
+    if (!json_is_array(entries)) {
+        ln_why_set(why, cap, "\"entries\" is missing or not an array");
+        return LN_TUNE_FILE_CORRUPT;
+    }
+    size_t i, dropped = 0;
+    json_t *je;
+    json_array_foreach(entries, i, je)
+    {
+        ln_tune_entry e;
+        if (!parse_entry(je, i, &e, why, cap))
+            return LN_TUNE_FILE_CORRUPT;
+        if (kernels_changed && ln_clblast_kernel_of(e.kernel) < 0) {
+            dropped++;
+            continue;
+        }
+        if (ln_tune_table_put(out, &e) != LN_SUCCESS) {
+            ln_why_set(why, cap, "out of host memory");
+            return LN_TUNE_FILE_CORRUPT;
+        }
+    }
+    if (kernels_changed)
+        ln_why_set(why, cap,
+                   "ln-cl's kernels changed since it was tuned (kernels hash \"%.20s\", now "
+                   "\"%s\"; CLBlast GEMM entries kept: %zu, ln-cl kernel entries dropped: %zu)",
+                   json_string_value(file_hash), hash, out->count, dropped);
+    return LN_TUNE_FILE_OK;
+}
+
+/* The key's fields against this device and build (kernels_hash against
+ * `hash`); OK or, with `why`, STALE or CORRUPT. */
+static ln_tune_file_result parse_key(const ln_device_info *info, json_t *key, const char *hash,
+                                     char *why, size_t cap)
+{
+    ln_tune_file_result r = LN_TUNE_FILE_OK;
     if (!key_str(key, "platform_name", "platform", info->platform_name, &r, why, cap) ||
         !key_str(key, "platform_version", "platform version", info->platform_version, &r, why,
                  cap) ||
@@ -335,23 +397,6 @@ static ln_tune_file_result parse_root(const ln_device_info *info, json_t *root,
         !key_int(key, "tuner_version", "tuner version", LN_TUNER_VERSION, &r, why, cap) ||
         !key_str(key, "clblast_version", "CLBlast version", CLBLAST_VERSION_STRING, &r, why, cap))
         return r;
-    json_t *entries = json_object_get(root, "entries");
-    if (!json_is_array(entries)) {
-        ln_why_set(why, cap, "\"entries\" is missing or not an array");
-        return LN_TUNE_FILE_CORRUPT;
-    }
-    size_t i;
-    json_t *je;
-    json_array_foreach(entries, i, je)
-    {
-        ln_tune_entry e;
-        if (!parse_entry(je, i, &e, why, cap))
-            return LN_TUNE_FILE_CORRUPT;
-        if (ln_tune_table_put(out, &e) != LN_SUCCESS) {
-            ln_why_set(why, cap, "out of host memory");
-            return LN_TUNE_FILE_CORRUPT;
-        }
-    }
     return LN_TUNE_FILE_OK;
 }
 
@@ -451,6 +496,9 @@ ln_status ln_tune_file_merge(ln_context *ctx, const ln_device_info *info, const 
     ln_tune_file_result r = ln_tune_file_read(info, path, &t, why, sizeof(why));
     if (r == LN_TUNE_FILE_STALE || r == LN_TUNE_FILE_CORRUPT)
         fprintf(stderr, "ln-cl: warning: replacing tuning file %s: %s\n", path, why);
+    else if (r == LN_TUNE_FILE_OK && why[0])
+        fprintf(stderr, "ln-cl: rewriting tuning file %s for the current kernels: %s\n", path,
+                why);
     ln_status st = LN_SUCCESS;
     for (size_t i = 0; i < count && st == LN_SUCCESS; i++)
         st = ln_tune_table_put(&t, &add[i]);
@@ -576,6 +624,12 @@ void ln_tune_context_load(ln_context *ctx)
     ln_tune_file_result r = ln_tune_file_read(&ctx->info, cs->tuning_path, &cs->tuning, why,
                                               sizeof(why));
     if (r == LN_TUNE_FILE_OK) {
+        if (why[0])
+            fprintf(stderr,
+                    "ln-cl: warning: tuning file %s: %s. Its CLBlast GEMM sets are applied; "
+                    "ln-cl's kernels run with defaults until ln-tune is run again on this "
+                    "device (it keeps the GEMM sets)\n",
+                    cs->tuning_path, why);
         cs->tuned_values = ln_tune_apply(&cs->tuning, &ctx->info, &ctx->params);
         ln_clblast_apply(ctx, &cs->tuning, &cs->clblast_applied, &cs->clblast_rejected);
     } else if (r != LN_TUNE_FILE_ABSENT)

@@ -284,12 +284,6 @@ START_TEST(stale_driver_ignored)
 }
 END_TEST
 
-START_TEST(stale_kernels_ignored)
-{
-    stale_case("kernels_hash", json_string("0123456789abcdef"), "kernels hash");
-}
-END_TEST
-
 START_TEST(stale_tuner_ignored)
 {
     stale_case("tuner_version", json_integer(LN_TUNER_VERSION + 1), "tuner version");
@@ -517,7 +511,7 @@ static const long long xgemm_ok[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1,
  * tiling kernel (GEMMK 1), 64x64 tiles, 2x8 threads, 16-wide vectors, no
  * local memory; on PoCL it is built with USE_VECTOR_MAD
  * (src/gemm_tuning.c), so the override test checks that path's results. */
-static const long long xgemm_cpu_first[16] = {1, 1, 32, 4, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1};
+static const long long xgemm_cpu_first[16] = {1, 1, 32, 1, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1};
 
 /* y = x w^T + b through ln_linear_host, against float64, at sizes that are
  * no multiple of any tile (CLBlast pads them on the indirect path). */
@@ -642,6 +636,76 @@ START_TEST(clblast_override_applied)
     ln_context *c = tu_context();
     ck_assert_int_eq(tuning(c).clblast_overrides, 2);
     ln_context_destroy(c);
+}
+END_TEST
+
+/* A file tuned before ln-cl's kernels changed: its ln-cl kernel entries
+ * are stale, its CLBlast GEMM sets still hold (src/tune_cache.c). The
+ * context applies the sets, leaves ln-cl's parameters at their defaults
+ * and says so; the next merge rewrites the file under the new hash with
+ * the sets and without the stale entries. */
+START_TEST(kernels_changed_keeps_gemm_sets)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    ln_params defaults = a->params;
+    const long long all_indirect[1] = {0};
+    ln_tune_entry e[3] = {
+        entry("layernorm", 1, 1024, LN_TP_WG_LAYERNORM, 16),
+        clblast_entry(LN_CB_XGEMM, 256, xgemm_cpu_first, 16),
+        clblast_entry(LN_CB_GEMM_ROUTINE, 256, all_indirect, 1),
+    };
+    char path[1024];
+    write_entries(a, e, 3, path, sizeof(path));
+    ln_device_info info = a->info;
+    ln_context_destroy(a);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    ck_assert_ptr_nonnull(root);
+    json_object_set_new(json_object_get(root, "key"), "kernels_hash",
+                        json_string("0123456789abcdef"));
+    ck_assert_int_eq(json_dump_file(root, path, JSON_INDENT(2)), 0);
+    json_decref(root);
+
+    char err[4096];
+    ln_context *b = context_capturing(err, sizeof(err));
+    ck_assert_msg(strstr(err, "kernels changed") && strstr(err, "0123456789abcdef") &&
+                      strstr(err, "GEMM sets are applied"),
+                  "the warning should name the change and what still holds: %s", err);
+    ln_tuning_info tb = tuning(b);
+    ck_assert_int_eq(tb.clblast_applied, 2);
+    ck_assert_uint_eq(tb.wg_layernorm, defaults.wg_layernorm);
+    check_linear(b, 100, 96, 70); /* under the applied set */
+    ln_context_destroy(b);
+
+    ln_tune_table t;
+    char why[512];
+    ck_assert_int_eq(ln_tune_file_read(&info, path, &t, why, sizeof(why)), LN_TUNE_FILE_OK);
+    ck_assert_msg(strstr(why, "CLBlast GEMM entries kept: 2") &&
+                      strstr(why, "ln-cl kernel entries dropped: 1"),
+                  "%s", why);
+    ck_assert_uint_eq(t.count, 2);
+    ln_tune_table_free(&t);
+
+    ln_context *c = tu_context();
+    ln_tune_entry fresh = entry("layernorm", 1, 64, LN_TP_WG_LAYERNORM, 32);
+    tu_assert_ok(c, ln_tune_file_merge(c, &info, path, &fresh, 1));
+    ln_context_destroy(c);
+    ck_assert_int_eq(ln_tune_file_read(&info, path, &t, why, sizeof(why)), LN_TUNE_FILE_OK);
+    ck_assert_msg(why[0] == '\0', "the rewritten file should be current: %s", why);
+    ck_assert_uint_eq(t.count, 3);
+    bool old_layernorm = false, new_layernorm = false;
+    int gemm_entries = 0;
+    for (size_t i = 0; i < t.count; i++) {
+        if (strcmp(t.entries[i].kernel, "layernorm") == 0) {
+            old_layernorm |= t.entries[i].n == 1024;
+            new_layernorm |= t.entries[i].n == 64;
+        }
+        gemm_entries += ln_clblast_kernel_of(t.entries[i].kernel) >= 0;
+    }
+    ck_assert(!old_layernorm && new_layernorm);
+    ck_assert_int_eq(gemm_entries, 2);
+    ln_tune_table_free(&t);
 }
 END_TEST
 
@@ -803,7 +867,6 @@ int main(void)
     tcase_add_test(tc, mode_applied_only_when_all_agree);
     tcase_add_test(tc, agreed_mode_not_extrapolated);
     tcase_add_test(tc, stale_driver_ignored);
-    tcase_add_test(tc, stale_kernels_ignored);
     tcase_add_test(tc, stale_tuner_ignored);
     tcase_add_test(tc, stale_compute_units_ignored);
     tcase_add_test(tc, stale_clblast_ignored);
@@ -817,6 +880,7 @@ int main(void)
     tcase_add_test(tc, clblast_entry_checked_on_read);
     tcase_add_test(tc, clblast_bad_sets_ignored);
     tcase_add_test(tc, clblast_override_applied);
+    tcase_add_test(tc, kernels_changed_keeps_gemm_sets);
     tcase_add_checked_fixture(tc, NULL, remove_cache_dir);
     suite_add_tcase(s, tc);
     return tu_run(s);

@@ -878,6 +878,8 @@ static int show(const ln_device_info *info, const char *path)
     print_table(rows, (int)t.count);
     free(rows);
     printf("%zu entries\n", t.count);
+    if (why[0])
+        printf("%s; ln-tune tunes them again and keeps the GEMM sets\n", why);
     ln_tune_table_free(&t);
     return 0;
 }
