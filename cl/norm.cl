@@ -1,7 +1,8 @@
 /*
  * norm.cl: row reductions: LayerNorm and unit rows. One work-group per row;
  * the group's size is a power of two chosen by the host (params table),
- * scratch is local memory sized by the host.
+ * scratch is local memory sized by the host. On CPUs LayerNorm takes one
+ * row per work-item instead (layernorm_rows16; src/norm.c says why).
  */
 
 /* Tree reduction of one value per work-item; every item reaches every
@@ -74,4 +75,48 @@ __kernel void unit_rows(const uint rows, const uint width,
         for (size_t c = lid; c < width; c += wg)
             yr[c] = xr[c] * inv;
     }
+}
+
+/* The 16 lanes' sum: four float4 quarters through a private array, then
+ * dot(). Halving with .lo/.hi ran the kernel in 1.1-1.2 ms instead of
+ * 1.9-2.0 (see src/norm.c), but Oclgrind 21.10's --uninitialized loses
+ * track of those shuffles: halves down to a float2 crashed it, down to a
+ * float4 it reported the sums as uninitialised. A kernel that the
+ * simulator checks clean is worth the 0.8 ms; two float8 accumulators
+ * were no faster. */
+static float sum16(float16 v)
+{
+    float lanes[16];
+    vstore16(v, 0, lanes);
+    const float4 a = (vload4(0, lanes) + vload4(1, lanes)) + (vload4(2, lanes) + vload4(3, lanes));
+    return dot(a, (float4)(1.0f));
+}
+
+/* LayerNorm of rows whose width is a multiple of 16, one row per
+ * work-item, as float16s (vloadn needs only float alignment); the same two
+ * passes over the row as layernorm. */
+__kernel void layernorm_rows16(const uint rows, const uint width,
+                               __global const float *x, const uint x_off, const uint ldx,
+                               __global const float *gamma, __global const float *beta,
+                               const float eps,
+                               __global float *y, const uint y_off, const uint ldy)
+{
+    const uint row = get_global_id(0);
+    if (row >= rows)
+        return;
+    __global const float *xr = x + x_off + row * ldx;
+    float16 s16 = 0.0f;
+    for (uint c = 0; c < width; c += 16)
+        s16 += vload16(0, xr + c);
+    const float mean = sum16(s16) / (float)width;
+    float16 q16 = 0.0f;
+    for (uint c = 0; c < width; c += 16) {
+        const float16 d = vload16(0, xr + c) - mean;
+        q16 += d * d;
+    }
+    const float inv = rsqrt(sum16(q16) / (float)width + eps);
+    __global float *yr = y + y_off + row * ldy;
+    for (uint c = 0; c < width; c += 16)
+        vstore16((vload16(0, xr + c) - mean) * inv * vload16(0, gamma + c) + vload16(0, beta + c),
+                 0, yr + c);
 }

@@ -139,23 +139,30 @@ START_TEST(norm)
     ln_context *ctx = tu_context();
     uint64_t rng = tu_seed() + 1;
     /* 150 columns: more than the default work-group of 64, not a multiple. */
-    const size_t rows = 3, width = 150, x_off = 5, x_ld = 157, y_off = 3, y_ld = 151;
+    const size_t rows = 3, full_width = 150, x_off = 5, x_ld = 157, y_off = 3, y_ld = 151;
     const size_t x_n = x_off + rows * x_ld, y_n = y_off + rows * y_ld;
-    float *x = random_floats(x_n, &rng), *g = random_floats(width, &rng),
-          *b = random_floats(width, &rng), *y0 = random_floats(y_n, &rng),
-          *got = tu_malloc(y_n * sizeof(float)), *view = tu_malloc(rows * width * sizeof(float));
-    double *ref = tu_malloc(rows * width * sizeof(double));
-    for (size_t c = 0; c < width; c++) /* a zero row: unit_rows' 1e-12 floor */
+    float *x = random_floats(x_n, &rng), *g = random_floats(full_width, &rng),
+          *b = random_floats(full_width, &rng), *y0 = random_floats(y_n, &rng),
+          *got = tu_malloc(y_n * sizeof(float)),
+          *view = tu_malloc(rows * full_width * sizeof(float));
+    double *ref = tu_malloc(rows * full_width * sizeof(double));
+    for (size_t c = 0; c < full_width; c++) /* a zero row: unit_rows' 1e-12 floor */
         x[x_off + 2 * x_ld + c] = 0.0f;
-    cl_mem dx = from_host(ctx, x, x_n), dg = from_host(ctx, g, width),
-           db = from_host(ctx, b, width);
+    cl_mem dx = from_host(ctx, x, x_n), dg = from_host(ctx, g, full_width),
+           db = from_host(ctx, b, full_width);
     ln_dmat vx = {dx, x_off, x_ld};
 
-    cl_mem held[2];
-    for (int op = 0; op < 2; op++) {
+    /* op 2: LayerNorm over the first 144 columns with a CPU's vector
+     * setting, which takes one row per work-item in float16s (cl/norm.cl;
+     * Oclgrind's device calls itself a GPU too). */
+    static const char *names[] = {"layernorm", "unit_rows", "layernorm_rows16"};
+    cl_mem held[3];
+    for (int op = 0; op < 3; op++) {
+        const size_t width = op == 2 ? 144 : full_width;
+        ctx->params.vec_elementwise = op == 2 ? 16 : 1;
         cl_mem dy = held[op] = from_host(ctx, y0, y_n);
         ln_dmat vy = {dy, y_off, y_ld};
-        if (op == 0)
+        if (op != 1)
             tu_assert_ok(ctx, ln_layernorm(ctx, rows, width, vx, dg, db, 1e-5f, vy));
         else
             tu_assert_ok(ctx, ln_unit_rows(ctx, rows, width, vx, vy));
@@ -171,16 +178,15 @@ START_TEST(norm)
             var /= (double)width;
             double norm = sqrt(sq) > 1e-12 ? sqrt(sq) : 1e-12;
             for (size_t c = 0; c < width; c++) {
-                ref[i * width + c] = op == 0 ? (xr[c] - mean) / sqrt(var + 1e-5) * g[c] + b[c]
+                ref[i * width + c] = op != 1 ? (xr[c] - mean) / sqrt(var + 1e-5) * g[c] + b[c]
                                              : xr[c] / norm;
                 view[i * width + c] = got[y_off + i * y_ld + c];
             }
         }
-        tu_assert_close(view, ref, rows * width, TOL, "%s", op == 0 ? "layernorm" : "unit_rows");
-        assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, width,
-                                 op == 0 ? "layernorm" : "unit_rows");
+        tu_assert_close(view, ref, rows * width, TOL, "%s", names[op]);
+        assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, width, names[op]);
     }
-    clReleaseMemObject(held[0]), clReleaseMemObject(held[1]);
+    clReleaseMemObject(held[0]), clReleaseMemObject(held[1]), clReleaseMemObject(held[2]);
     clReleaseMemObject(dx), clReleaseMemObject(dg), clReleaseMemObject(db);
     ln_context_destroy(ctx);
     free(x), free(g), free(b), free(y0), free(got), free(view), free(ref);

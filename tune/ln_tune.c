@@ -232,9 +232,16 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
 /* One call of the kernel family's op with the context's current params. */
 static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mode)
 {
-    if (strcmp(kernel, "layernorm") == 0)
-        return ln_layernorm(ctx, w->rows, D_MODEL, ln_dmat_of(w->x, D_MODEL), w->gamma, w->beta,
-                            1e-5f, ln_dmat_of(w->y, D_MODEL));
+    /* The row reductions wg_layernorm sizes: unit rows (S's u) and a
+     * LayerNorm, as a forward has them. On CPUs the LayerNorm is the
+     * one-row-per-work-item kernel, which no wg_layernorm changes. */
+    if (strcmp(kernel, "layernorm") == 0) {
+        ln_status st = ln_unit_rows(ctx, w->rows, D_MODEL, ln_dmat_of(w->x, D_MODEL),
+                                    ln_dmat_of(w->y, D_MODEL));
+        return st ? st
+                  : ln_layernorm(ctx, w->rows, D_MODEL, ln_dmat_of(w->x, D_MODEL), w->gamma,
+                                 w->beta, 1e-5f, ln_dmat_of(w->y, D_MODEL));
+    }
     if (strcmp(kernel, "elementwise") == 0)
         return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
                                  w->w2, w->b2, w->px, w->pout);
