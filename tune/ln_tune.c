@@ -925,6 +925,8 @@ static int import_file(ln_context *ctx, const char *path, const char *from)
         fprintf(stderr, "ln-tune: refusing to import %s: %s\n", from, why);
         return 1;
     }
+    if (why[0])
+        fprintf(stderr, "ln-tune: importing only part of %s: %s\n", from, why);
     ln_status st = ln_tune_file_merge(ctx, &ctx->info, path, t.entries, t.count);
     if (st != LN_SUCCESS)
         fprintf(stderr, "ln-tune: import failed: %s\n", ln_last_error(ctx));
