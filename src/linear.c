@@ -100,9 +100,6 @@ static ln_status linear(ln_context *ctx, const char *op, size_t rows, size_t in,
     if ((st = ln_gemm(ctx, false, !w_transposed, rows, out, in, 1.0f, x, w,
                       residual_in_place ? 1.0f : 0.0f, y, op)))
         return st;
-    if (epilogue == LN_EPILOGUE_NONE)
-        return LN_SUCCESS;
-
     return ln_epilogue_apply(ctx, op, rows, out, y, bias, bias_offset, epilogue,
                              residual_in_place ? (ln_dmat){0} : residual);
 }

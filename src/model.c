@@ -549,6 +549,26 @@ static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_
     return ln_layer_qkv_block(m->ws.qkv, rows, L->column[k], L->width[k]);
 }
 
+/* Branch B's attention input: a = LN1 z, then qkv = a W_qkv^T + b_qkv. */
+static ln_status attention_in(ln_model *m, const branch_weights *B, size_t rows, ln_dmat z,
+                              ln_dmat a, ln_dmat qkv)
+{
+    const size_t w = B->width;
+    ln_status st = ln_layernorm(m->ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a);
+    return st ? st
+              : ln_linear_wt(m->ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b,
+                             0, LN_EPILOGUE_BIAS, (ln_dmat){0}, qkv);
+}
+
+/* z += out_proj(a), a holding branch B's attention result. */
+static ln_status attention_out(ln_model *m, const branch_weights *B, size_t rows, ln_dmat a,
+                               ln_dmat z)
+{
+    const size_t w = B->width;
+    return ln_linear_wt(m->ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
+                        LN_EPILOGUE_BIAS_RESIDUAL, z, z);
+}
+
 /* z += out_proj(attn(LN1 z)) for every branch of layer L, in three steps
  * so that one launch can run every branch's attention: LN1 and the QKV
  * GEMM of each branch into its blocks of a and qkv, attention for all
@@ -556,32 +576,23 @@ static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_
 static ln_status attention_half(ln_model *m, const layer_weights *L, size_t batch, size_t n,
                                 cl_mem unit, cl_mem s, cl_mem lengths)
 {
-    ln_context *ctx = m->ctx;
-    workspace *ws = &m->ws;
     const size_t rows = batch * n, sum = m->sum_scales;
-    const ln_dmat none = {0};
     ln_status st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
-        const branch_weights *B = &L->branch[k];
-        const size_t w = B->width;
-        const ln_dmat z = {ws->zcat, L->column[k], sum}, a = a_block(m, L, k, rows);
-        if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a)) ||
-            (st = ln_linear_wt(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b, 0,
-                               LN_EPILOGUE_BIAS, none, qkv_block(m, L, k, rows))))
+        const ln_dmat z = {m->ws.zcat, L->column[k], sum};
+        if ((st = attention_in(m, &L->branch[k], rows, z, a_block(m, L, k, rows),
+                               qkv_block(m, L, k, rows))))
             return st;
     }
     const ln_attention_layer layer = {(size_t)m->cfg.n_scales, L->width, L->temperature,
                                       L->all_temperature, m->head_table};
     if ((st = ln_semantic_attention_layer(
-             ctx, batch, n, (size_t)m->cfg.head_dim, m->d, &layer, ws->qkv, unit, s, lengths,
-             s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S, ws->a)))
+             m->ctx, batch, n, (size_t)m->cfg.head_dim, m->d, &layer, m->ws.qkv, unit, s,
+             lengths, s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S, m->ws.a)))
         return st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
-        const branch_weights *B = &L->branch[k];
-        const size_t w = B->width;
-        const ln_dmat z = {ws->zcat, L->column[k], sum};
-        if ((st = ln_linear_wt(ctx, rows, w, w, a_block(m, L, k, rows), ln_dmat_of(B->out_w, w),
-                               B->out_b, 0, LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+        const ln_dmat z = {m->ws.zcat, L->column[k], sum};
+        if ((st = attention_out(m, &L->branch[k], rows, a_block(m, L, k, rows), z)))
             return st;
     }
     return LN_SUCCESS;
@@ -608,20 +619,16 @@ static ln_status ffn_half(ln_model *m, const branch_weights *B, size_t rows, ln_
 static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_t n, ln_dmat z,
                        cl_mem unit, cl_mem s, cl_mem lengths)
 {
-    ln_context *ctx = m->ctx;
     workspace *ws = &m->ws;
     const size_t rows = batch * n, w = B->width;
-    const ln_dmat a = ln_dmat_of(ws->a, w), qkv = ln_dmat_of(ws->qkv, 3 * w), none = {0};
+    const ln_dmat a = ln_dmat_of(ws->a, w), qkv = ln_dmat_of(ws->qkv, 3 * w);
     const ln_dmat q = {ws->qkv, 0, 3 * w}, k = {ws->qkv, w, 3 * w}, v = {ws->qkv, 2 * w, 3 * w};
     const ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
     ln_status st;
-    if ((st = ln_layernorm(ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a)) ||
-        (st = ln_linear_wt(ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b, 0,
-                           LN_EPILOGUE_BIAS, none, qkv)) ||
-        (st = ln_semantic_attention(ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v, unit,
-                                    s, B->temperature, lengths, mode, a)) ||
-        (st = ln_linear_wt(ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
-                           LN_EPILOGUE_BIAS_RESIDUAL, z, z)))
+    if ((st = attention_in(m, B, rows, z, a, qkv)) ||
+        (st = ln_semantic_attention(m->ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v,
+                                    unit, s, B->temperature, lengths, mode, a)) ||
+        (st = attention_out(m, B, rows, a, z)))
         return st;
     return ffn_half(m, B, rows, z, a);
 }
