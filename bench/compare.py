@@ -307,7 +307,15 @@ for g in spec["gemms"]:
     for _ in range(max(spec["repeats"], 11)):  # sub-ms calls: more runs, steadier median
         t0 = time.perf_counter(); f(); t.append((time.perf_counter() - t0) * 1e3)
     ms = statistics.median(t)
-    out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+    # As ln-bench's stream figure: the same number of calls back to back.
+    calls, ts = g["stream_calls"], []
+    for _ in range(max(spec["repeats"], 5)):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            f()
+        ts.append((time.perf_counter() - t0) * 1e3 / calls)
+    out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6),
+                "stream_ms": statistics.median(ts)})
 json.dump({"gemms": out, "threadpool": info, "numpy": np.__version__}, sys.stdout)
 """
 
@@ -343,8 +351,16 @@ def torch_gemms(gemms, args, device):
                 f()
                 sync(device)
                 t.append((time.perf_counter() - t0) * 1e3)
+            calls, ts = g["stream_calls"], []
+            for _ in range(max(args.repeats, 5)):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    f()
+                sync(device)
+                ts.append((time.perf_counter() - t0) * 1e3 / calls)
         ms = statistics.median(t)
-        out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6)})
+        out.append({"ms": ms, "min_ms": min(t), "gflops": 2.0 * b * m * n * k / (ms * 1e6),
+                    "stream_ms": statistics.median(ts)})
     return out
 
 
@@ -522,8 +538,9 @@ def main():
             print("%sGEMMs: ln-bench (CLBlast) ..." % (
                 "round %d/%d, " % (rnd + 1, args.rounds) if args.rounds > 1 else ""),
                 end="", flush=True)
-            lg = run_bench(bench, args, extra, env)["gemm"]
-            shapes_g = [{k: g[k] for k in ("m", "n", "k", "batch")} for g in lg]
+            lb = run_bench(bench, args, extra, env)
+            lg = lb["gemm"]
+            shapes_g = [{k: g[k] for k in ("m", "n", "k", "batch", "stream_calls")} for g in lg]
             if cuda:
                 print(" torch.matmul fp32 (TF32 off) ...", flush=True)
                 other = {"gemms": torch_gemms(shapes_g, args, device), "name": "torch.matmul fp32"}
@@ -532,12 +549,15 @@ def main():
                 other = numpy_gemms(shapes_g, args)
                 if other:
                     other["name"] = "numpy"
-            gemm_rounds.append({"ln_bench": lg, "other": other})
+            gemm_rounds.append({"ln_bench": lg, "other": other, "launch_us": lb.get("launch_us")})
         gemm = dict(gemm_rounds[0])
         gemm["rounds"] = gemm_rounds
         if all(g["other"] for g in gemm_rounds):
             gemm["ratio_rounds"] = [[g["ln_bench"][i]["ms"] / g["other"]["gemms"][i]["ms"]
                                      for g in gemm_rounds] for i in range(len(gemm["ln_bench"]))]
+            gemm["stream_ratio_rounds"] = [
+                [g["ln_bench"][i]["stream_ms"] / g["other"]["gemms"][i]["stream_ms"]
+                 for g in gemm_rounds] for i in range(len(gemm["ln_bench"]))]
 
     # ---------------------------------------------------------------- tables
     dev = rows[0]["ln_bench_device"]["name"] if rows else "?"
@@ -606,7 +626,8 @@ def main():
         other = gemm["other"]
         name = other["name"] if other else "other"
         print("\nSGEMM C[m,n] = A[m,k] B (median ms): CLBlast via ln-cl, B stored as ln-cl runs it\n"
-              "(W^T [k, n] for the model's Linears, [n, k] for pos and S = u u^T), vs %s" % name)
+              "(W^T [k, n] for the model's Linears; for S = u u^T, u^T [k, n] on CPUs, u [n, k]\n"
+              "elsewhere), vs %s" % name)
         if other and not cuda:
             was = other.get("unset") or {}
             print("numpy %s; %s; OpenBLAS as threadpoolctl reports it: %s" % (
@@ -616,33 +637,53 @@ def main():
                 "; ".join("%s %s %s, %s threads" % (t.get("internal_api"), t.get("version"),
                                                     t.get("architecture"), t.get("num_threads"))
                           for t in other.get("threadpool", []))))
+        launch = gemm.get("launch_us")
+        if launch:
+            print("ln-bench: an empty kernel takes %.1f us with a finish after each, %.1f us "
+                  "queued back to back" % (launch["with_finish"], launch["back_to_back"]))
         rounds_of = gemm.get("ratio_rounds")
-        print("%6s %6s %6s %5s %10s %9s %9s %10s %9s %9s %8s %8s %s %s" % (
+        stream_of = gemm.get("stream_ratio_rounds")
+        multi = rounds_of and args.rounds > 1
+        print("%6s %6s %6s %5s %10s %9s %9s %10s %9s %9s %8s %8s %s %9s %9s %8s%s %s" % (
             "m", "n", "k", "batch", "CLBlast ms", "min", "GFLOP/s", name[:10] + " ms", "min",
-            "GFLOP/s", "ratio", "min rat", " rounds rat" if rounds_of and args.rounds > 1 else "",
-            " used by"))
+            "GFLOP/s", "ratio", "min rat", " rounds rat" if multi else "", "str ms", "other str",
+            "str rat", " rounds str" if multi else "", " used by"))
         nan = float("nan")
         for i, g in enumerate(gemm["ln_bench"]):
-            o = other["gemms"][i] if other else {"ms": nan, "min_ms": nan, "gflops": nan}
-            print("%6d %6d %6d %5d %10.3f %9.3f %9.2f %10.3f %9.3f %9.2f %8.2f %8.2f %s  %s" % (
-                g["m"], g["n"], g["k"], g["batch"], g["ms"], g["min_ms"], g["gflops"], o["ms"],
-                o["min_ms"], o["gflops"], g["ms"] / o["ms"], g["min_ms"] / o["min_ms"],
-                "%11.2f" % statistics.median(rounds_of[i]) if rounds_of and args.rounds > 1
-                else "", g["label"]))
-        print("ratio: CLBlast time / %s time, of the medians and of the minima (the minimum\n"
-              "is the steadier figure when other work shares the CPU), first round%s." % (
-                  name, "; rounds rat: the median of every round's ratio of medians"
-                  if rounds_of and args.rounds > 1 else ""))
-        if rounds_of:
-            per_shape = [statistics.median(v) for v in rounds_of]
+            o = other["gemms"][i] if other else {"ms": nan, "min_ms": nan, "gflops": nan,
+                                                  "stream_ms": nan}
+            print("%6d %6d %6d %5d %10.3f %9.3f %9.2f %10.3f %9.3f %9.2f %8.2f %8.2f %s %9.3f "
+                  "%9.3f %8.2f%s  %s" % (
+                      g["m"], g["n"], g["k"], g["batch"], g["ms"], g["min_ms"], g["gflops"],
+                      o["ms"], o["min_ms"], o["gflops"], g["ms"] / o["ms"],
+                      g["min_ms"] / o["min_ms"],
+                      "%11.2f" % statistics.median(rounds_of[i]) if multi else "",
+                      g["stream_ms"], o["stream_ms"], g["stream_ms"] / o["stream_ms"],
+                      "%12.2f" % statistics.median(stream_of[i]) if multi else "", g["label"]))
+        print("ratio: CLBlast time / %s time, one call and a finish each, of the medians and of\n"
+              "the minima (the minimum is the steadier figure when other work shares the CPU),\n"
+              "first round%s. str: per call with ln-bench's 'calls' calls back to back and one\n"
+              "finish, as a forward queues its GEMMs; the same count of %s calls in a loop."
+              % (name, "; rounds: the median of every round's ratio of medians" if multi else "",
+                 name))
+        for key, label, per_round in (("summary", "one call + finish", rounds_of),
+                                      ("stream_summary", "back to back", stream_of)):
+            if not per_round:
+                continue
+            per_shape = [statistics.median(v) for v in per_round]
             share = [1.0 / v for v in per_shape]  # speed as a share of the other's
-            print("Summary over the %d GEMM shapes (median of rounds per shape): CLBlast's speed "
-                  "is %.2fx %s's at the median shape (%.2f-%.2fx), >= 0.5x at %d of %d shapes." % (
-                      len(per_shape), statistics.median(share), name, min(share), max(share),
-                      sum(v >= 0.5 for v in share), len(share)))
-            gemm["summary"] = {"median_speed_share": statistics.median(share),
-                               "shapes_at_least_half": sum(v >= 0.5 for v in share),
-                               "shapes": len(share)}
+            print("Summary over the %d GEMM shapes (median of rounds per shape), %s: CLBlast's "
+                  "speed is %.2fx %s's at the median shape (%.2f-%.2fx), >= 0.5x at %d of %d "
+                  "shapes%s." % (
+                      len(per_shape), label, statistics.median(share), name, min(share),
+                      max(share), sum(v >= 0.5 for v in share), len(share),
+                      "" if all(v >= 0.5 for v in share) else "; below: " + ", ".join(
+                          "%dx%dx%d%s" % (g["m"], g["n"], g["k"],
+                                          "" if g["batch"] == 1 else " (batch %d)" % g["batch"])
+                          for g, v in zip(gemm["ln_bench"], share) if v < 0.5)))
+            gemm[key] = {"median_speed_share": statistics.median(share),
+                         "shapes_at_least_half": sum(v >= 0.5 for v in share),
+                         "shapes": len(share)}
 
     env_info["loadavg_end"] = os.getloadavg()
     print("\nload average at start %.2f, at end %.2f (machine shared: expect noise)" % (

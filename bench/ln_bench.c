@@ -33,6 +33,11 @@
  * shape: the model is made afresh for each shape and the context's peak
  * counter is reset to the bytes held before (a bench-only poke at the
  * internal context).
+ *
+ * GEMMs are timed twice: one call and a finish (what a lone GEMM costs a
+ * caller) and back to back with one finish (what it costs inside a
+ * forward); an empty kernel timed both ways shows the device's fixed cost
+ * per launch that separates the two.
  */
 #include "config.h"
 #include "internal.h"
@@ -307,7 +312,7 @@ static const char *const cat_titles[CAT_COUNT] = {
 
 static category category_of(const ln_profile_entry *e)
 {
-    if (!strcmp(e->what, "ln_similarity") || !strncmp(e->what, "ln_semantic_attention", 21))
+    if (!strncmp(e->what, "ln_similarity", 13) || !strncmp(e->what, "ln_semantic_attention", 21))
         return CAT_ATTN;
     if (!strcmp(e->kernel, "gemm"))
         return CAT_GEMM;
@@ -489,6 +494,9 @@ typedef struct gemm_shape {
 typedef struct gemm_result {
     gemm_shape s;
     double ms, min_ms, gflops;
+    /* Back to back: `stream_calls` calls queued, one finish, per call. */
+    double stream_ms, stream_gflops;
+    int stream_calls;
 } gemm_result;
 
 static void add_gemm(gemm_shape *list, int *count, size_t m, size_t n, size_t k, size_t batch,
@@ -516,7 +524,7 @@ static int model_gemms(const ln_model_config *c, size_t rows, gemm_shape *list)
     char label[48];
     for (int k = 0; k < c->n_scales; k++)
         sum += (size_t)c->scales[k];
-    add_gemm(list, &count, rows, d, (size_t)c->pos_hidden, 1, true, "pos"); /* public ln_linear */
+    add_gemm(list, &count, rows, d, (size_t)c->pos_hidden, 1, false, "pos");
     add_gemm(list, &count, rows, sum, d, 1, false, "proj");
     for (int k = 0; k < c->n_scales; k++) {
         size_t w = (size_t)c->scales[k], f = w * (size_t)c->ffn_mult;
@@ -533,9 +541,16 @@ static int model_gemms(const ln_model_config *c, size_t rows, gemm_shape *list)
     return count;
 }
 
+static ln_status enqueue_gemm(ln_context *ctx, const gemm_shape *s, cl_mem a, cl_mem b, cl_mem c)
+{
+    return ln_gemm_batched(ctx, false, s->trans_b, s->m, s->n, s->k, 1.0f, ln_dmat_of(a, s->k),
+                           s->m * s->k, ln_dmat_of(b, s->trans_b ? s->k : s->n), s->n * s->k,
+                           0.0f, ln_dmat_of(c, s->n), s->m * s->n, s->batch, "ln-bench");
+}
+
 static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape *s)
 {
-    gemm_result r = {*s, 0, 0, 0};
+    gemm_result r = {.s = *s};
     uint64_t rng = 0xfeedull + s->m * 31 + s->n * 7 + s->k;
     size_t a_floats = s->batch * s->m * s->k, b_floats = s->batch * s->n * s->k;
     float *host = malloc((a_floats > b_floats ? a_floats : b_floats) * sizeof(float));
@@ -550,11 +565,7 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
     double t[MAX_RUNS];
     for (int i = -o->warmup; i < o->repeats; i++) {
         double t0 = now_ms();
-        ln_status st = ln_gemm_batched(ctx, false, s->trans_b, s->m, s->n, s->k, 1.0f,
-                                       ln_dmat_of(a, s->k), s->m * s->k,
-                                       ln_dmat_of(b, s->trans_b ? s->k : s->n), s->n * s->k,
-                                       0.0f, ln_dmat_of(c, s->n), s->m * s->n, s->batch,
-                                       "ln-bench");
+        ln_status st = enqueue_gemm(ctx, s, a, b, c);
         if (!st)
             st = ln_context_finish(ctx);
         if (st)
@@ -562,11 +573,34 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
         if (i >= 0)
             t[i] = now_ms() - t0;
     }
+    const double flop = 2.0 * (double)s->batch * s->m * s->n * s->k;
     r.ms = median(t, o->repeats);
     r.min_ms = t[0];
     for (int i = 1; i < o->repeats; i++)
         r.min_ms = t[i] < r.min_ms ? t[i] : r.min_ms;
-    r.gflops = 2.0 * (double)s->batch * s->m * s->n * s->k / (r.ms * 1e6);
+    r.gflops = flop / (r.ms * 1e6);
+
+    /* One call and a finish pays the device's wake-up from idle each time
+     * (about 35 us on PoCL, where an empty kernel queued back to back costs
+     * 3 us); in a forward the GEMMs are queued back to back and that cost
+     * is paid once. So each GEMM is also timed as a stream: enough calls
+     * for about 2 ms (4 to 64), one finish, the median per call. */
+    r.stream_calls = (int)(2.0 / (r.ms > 1e-3 ? r.ms : 1e-3)) + 1;
+    r.stream_calls = r.stream_calls < 4 ? 4 : r.stream_calls > 64 ? 64 : r.stream_calls;
+    for (int i = -1; i < o->repeats; i++) {
+        double t0 = now_ms();
+        ln_status st = LN_SUCCESS;
+        for (int j = 0; j < r.stream_calls && !st; j++)
+            st = enqueue_gemm(ctx, s, a, b, c);
+        if (!st)
+            st = ln_context_finish(ctx);
+        if (st)
+            die(ctx, st, "GEMM");
+        if (i >= 0)
+            t[i] = (now_ms() - t0) / r.stream_calls;
+    }
+    r.stream_ms = median(t, o->repeats);
+    r.stream_gflops = flop / (r.stream_ms * 1e6);
     clReleaseMemObject(a);
     clReleaseMemObject(b);
     clReleaseMemObject(c);
@@ -687,12 +721,65 @@ static void print_profile(const shape_result *r)
 static void print_gemms(const gemm_result *g, int count)
 {
     printf("\nCLBlast SGEMM at the model's shapes (C = A B, B stored [k, n] as the model keeps its\n"
-           "Linear weights, [n, k] for pos and S = u u^T; median host wall incl. finish)\n");
-    printf("%6s %6s %6s %5s %10s %10s %9s  %s\n", "m", "n", "k", "batch", "ms", "min ms",
-           "GFLOP/s", "used by");
+           "Linear weights and, on CPUs, u^T; [n, k] for S = u u^T elsewhere). ms: median host\n"
+           "wall of one call and a finish; stream ms: per call, with that many calls queued back\n"
+           "to back and one finish\n");
+    printf("%6s %6s %6s %5s %10s %10s %9s %10s %6s %9s  %s\n", "m", "n", "k", "batch", "ms",
+           "min ms", "GFLOP/s", "stream ms", "calls", "GFLOP/s", "used by");
     for (int i = 0; i < count; i++)
-        printf("%6zu %6zu %6zu %5zu %10.3f %10.3f %9.2f  %s\n", g[i].s.m, g[i].s.n, g[i].s.k,
-               g[i].s.batch, g[i].ms, g[i].min_ms, g[i].gflops, g[i].s.label);
+        printf("%6zu %6zu %6zu %5zu %10.3f %10.3f %9.2f %10.3f %6d %9.2f  %s\n", g[i].s.m,
+               g[i].s.n, g[i].s.k, g[i].s.batch, g[i].ms, g[i].min_ms, g[i].gflops,
+               g[i].stream_ms, g[i].stream_calls, g[i].stream_gflops, g[i].s.label);
+}
+
+/* The device's fixed cost per launch, which the GEMM section's two timings
+ * differ by at small shapes: an empty kernel with a finish after each, and
+ * the same kernel queued back to back (median us per launch of 5 runs of 64). */
+static void launch_overhead(ln_context *ctx, double *sync_us, double *stream_us)
+{
+    *sync_us = *stream_us = -1.0;
+    const char *src = "__kernel void ln_bench_empty(__global float *x)\n"
+                      "{ if (x[0] == 12345.0f) x[0] = 0.0f; }\n";
+    cl_int err;
+    cl_program p = clCreateProgramWithSource(ctx->cl, 1, &src, NULL, &err);
+    if (err || clBuildProgram(p, 1, &ctx->device, "", NULL, NULL) != CL_SUCCESS) {
+        if (!err)
+            clReleaseProgram(p);
+        return;
+    }
+    cl_kernel k = clCreateKernel(p, "ln_bench_empty", &err);
+    cl_mem buf = err ? NULL : clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, 64, NULL, &err);
+    float zero = 0.0f;
+    if (!err)
+        err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, 0, sizeof(zero), &zero, 0, NULL, NULL);
+    if (!err)
+        err = clSetKernelArg(k, 0, sizeof(buf), &buf);
+    size_t one = 1;
+    double sync[5], stream[5];
+    for (int r = -1; r < 5 && !err; r++) {
+        double t0 = now_ms();
+        for (int i = 0; i < 64 && !err; i++)
+            if (!(err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL)))
+                err = clFinish(ctx->queue);
+        double t1 = now_ms();
+        for (int i = 0; i < 64 && !err; i++)
+            err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL);
+        if (!err)
+            err = clFinish(ctx->queue);
+        if (r >= 0) {
+            sync[r] = (t1 - t0) * 1e3 / 64;
+            stream[r] = (now_ms() - t1) * 1e3 / 64;
+        }
+    }
+    if (!err) {
+        *sync_us = median(sync, 5);
+        *stream_us = median(stream, 5);
+    }
+    if (buf)
+        clReleaseMemObject(buf);
+    if (k)
+        clReleaseKernel(k);
+    clReleaseProgram(p);
 }
 
 /* -------------------------------------------------------------- main */
@@ -757,7 +844,9 @@ int main(int argc, char **argv)
 
     static gemm_result gemms[MAX_LIST * MAX_LIST * MAX_GEMMS];
     int n_gemms = 0;
+    double launch_sync_us = -1.0, launch_stream_us = -1.0;
     if (!o.no_gemm) {
+        launch_overhead(ctx, &launch_sync_us, &launch_stream_us);
         const size_t *rows = o.n_gemm_rows ? o.gemm_rows : rows_seen;
         int count = o.n_gemm_rows ? o.n_gemm_rows : n_rows;
         for (int i = 0; i < count; i++) {
@@ -775,7 +864,9 @@ int main(int argc, char **argv)
                 size_t b = o.batch[bi], n = o.n[ni];
                 if (skipped(&o, b, n) || (double)b * n * n * 4 > (double)info.max_alloc_bytes)
                     continue;
-                gemm_shape s = {"", n, n, (size_t)cfg.d_model, b, true};
+                /* Against u^T where the device writes it (src/model.c). */
+                gemm_shape s = {"", n, n, (size_t)cfg.d_model, b,
+                                !ln_unit_rows_t_supported(ctx, (size_t)cfg.d_model)};
                 snprintf(s.label, sizeof(s.label), "S = u u^T (B=%zu)", b);
                 fprintf(stderr, "ln-bench: GEMM %s n=%zu\n", s.label, n);
                 gemms[n_gemms++] = time_gemm(ctx, &o, &s);
@@ -794,25 +885,33 @@ int main(int argc, char **argv)
         json_t *gm = json_array();
         for (int i = 0; i < n_gemms; i++)
             json_array_append_new(
-                gm, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f}", "label",
+                gm, json_pack("{s:s, s:i, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:i, s:f}", "label",
                               gemms[i].s.label, "m", (int)gemms[i].s.m, "n", (int)gemms[i].s.n,
                               "k", (int)gemms[i].s.k, "batch", (int)gemms[i].s.batch, "ms",
                               gemms[i].ms, "min_ms", gemms[i].min_ms, "gflops",
-                              gemms[i].gflops));
+                              gemms[i].gflops, "stream_ms", gemms[i].stream_ms, "stream_calls",
+                              gemms[i].stream_calls, "stream_gflops", gemms[i].stream_gflops));
         json_t *root = json_pack(
             "{s:s, s:o, s:o, s:s, s:i, s:i, s:i, s:b, s:o, s:o}", "tool", "ln-bench", "device",
             dev, "config", cfgj ? cfgj : json_null(), "weights",
             o.model_path ? o.model_path : "seeded", "repeats", o.repeats, "warmup", o.warmup,
             "profile_runs", o.profile_runs, "attention_per_branch", (int)o.per_branch, "shapes",
             sh, "gemm", gm);
+        json_object_set_new(root, "launch_us",
+                            json_pack("{s:f, s:f}", "with_finish", launch_sync_us,
+                                      "back_to_back", launch_stream_us));
         json_dumpf(root, stdout, JSON_INDENT(1) | JSON_REAL_PRECISION(10));
         printf("\n");
         json_decref(root);
     } else {
         if (n_shapes > 1)
             print_shape_table(shapes, n_shapes);
-        if (n_gemms)
+        if (n_gemms) {
             print_gemms(gemms, n_gemms);
+            printf("An empty kernel: %.1f us with a finish after each, %.1f us queued back to "
+                   "back\n(the device's fixed cost per launch; median of 5 x 64).\n",
+                   launch_sync_us, launch_stream_us);
+        }
     }
     ln_context_destroy(ctx);
     return EXIT_SUCCESS;

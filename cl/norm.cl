@@ -1,8 +1,9 @@
 /*
  * norm.cl: row reductions: LayerNorm and unit rows. One work-group per row;
  * the group's size is a power of two chosen by the host (params table),
- * scratch is local memory sized by the host. On CPUs LayerNorm takes one
- * row per work-item instead (layernorm_rows16; src/norm.c says why).
+ * scratch is local memory sized by the host. On CPUs both take one row
+ * per work-item instead (layernorm_rows16, unit_rows16; src/norm.c says
+ * why).
  */
 
 /* Tree reduction of one value per work-item; every item reaches every
@@ -92,6 +93,17 @@ static float sum16(float16 v)
     return dot(a, (float4)(1.0f));
 }
 
+/* Sum over a row of (x - shift)^2, 16 floats at a time. */
+static float sum_sq16(__global const float *xr, const uint width, const float shift)
+{
+    float16 q16 = 0.0f;
+    for (uint c = 0; c < width; c += 16) {
+        const float16 d = vload16(0, xr + c) - shift;
+        q16 += d * d;
+    }
+    return sum16(q16);
+}
+
 /* LayerNorm of rows whose width is a multiple of 16, one row per
  * work-item, as float16s (vloadn needs only float alignment); the same two
  * passes over the row as layernorm. */
@@ -109,14 +121,68 @@ __kernel void layernorm_rows16(const uint rows, const uint width,
     for (uint c = 0; c < width; c += 16)
         s16 += vload16(0, xr + c);
     const float mean = sum16(s16) / (float)width;
-    float16 q16 = 0.0f;
-    for (uint c = 0; c < width; c += 16) {
-        const float16 d = vload16(0, xr + c) - mean;
-        q16 += d * d;
-    }
-    const float inv = rsqrt(sum16(q16) / (float)width + eps);
+    const float inv = rsqrt(sum_sq16(xr, width, mean) / (float)width + eps);
     __global float *yr = y + y_off + row * ldy;
     for (uint c = 0; c < width; c += 16)
         vstore16((vload16(0, xr + c) - mean) * inv * vload16(0, gamma + c) + vload16(0, beta + c),
                  0, yr + c);
+}
+
+/* Unit rows of width a multiple of 16, one row per work-item, as float16s. */
+__kernel void unit_rows16(const uint rows, const uint width,
+                          __global const float *x, const uint x_off, const uint ldx,
+                          __global float *y, const uint y_off, const uint ldy)
+{
+    const uint row = get_global_id(0);
+    if (row >= rows)
+        return;
+    __global const float *xr = x + x_off + row * ldx;
+    const float inv = 1.0f / fmax(sqrt(sum_sq16(xr, width, 0.0f)), 1e-12f);
+    __global float *yr = y + y_off + row * ldy;
+    for (uint c = 0; c < width; c += 16)
+        vstore16(vload16(0, xr + c) * inv, 0, yr + c);
+}
+
+#ifndef UT_ROWS
+#define UT_ROWS 16
+#endif
+/* Unit rows of dense [B n, width] x into y, and each sequence's u^T into
+ * yt ([B][width][n]), so that S = u u^T is a GEMM without a transpose pass
+ * (src/norm.c). A work-item takes UT_ROWS rows of one sequence (launched
+ * as [ceil(n / UT_ROWS), B]) and writes u^T from 16 x 16 blocks held in
+ * private memory, 16 consecutive floats per column. */
+__kernel void unit_rows16_t(const uint n, const uint width, __global const float *x,
+                            __global float *y, __global float *yt)
+{
+    const uint i0 = get_global_id(0) * UT_ROWS, seq = get_global_id(1);
+    if (i0 >= n)
+        return;
+    const uint count = min((uint)UT_ROWS, n - i0);
+    __global const float *xs = x + (seq * n + i0) * width;
+    __global float *ys = y + (seq * n + i0) * width;
+    float inv[UT_ROWS];
+    for (uint j = 0; j < count; j++) {
+        inv[j] = 1.0f / fmax(sqrt(sum_sq16(xs + j * width, width, 0.0f)), 1e-12f);
+        for (uint c = 0; c < width; c += 16)
+            vstore16(vload16(0, xs + j * width + c) * inv[j], 0, ys + j * width + c);
+    }
+    __global float *ts = yt + seq * width * n + i0;
+    for (uint c0 = 0; c0 < width; c0 += 16)
+        for (uint b0 = 0; b0 < count; b0 += 16) {
+            if (count - b0 >= 16) {
+                float tile[16 * 16]; /* [row][column]: the values stored in y */
+                for (uint j = 0; j < 16; j++)
+                    vstore16(vload16(0, xs + (b0 + j) * width + c0) * inv[b0 + j], j, tile);
+                for (uint c = 0; c < 16; c++) {
+                    float lanes[16];
+                    for (uint j = 0; j < 16; j++)
+                        lanes[j] = tile[j * 16 + c];
+                    vstore16(vload16(0, lanes), 0, ts + (c0 + c) * n + b0);
+                }
+            } else {
+                for (uint c = 0; c < 16; c++)
+                    for (uint j = b0; j < count; j++)
+                        ts[(c0 + c) * n + j] = xs[j * width + c0 + c] * inv[j];
+            }
+        }
 }

@@ -308,19 +308,36 @@ ln_attention_mode ln_attention_resolve_mode(const ln_context *ctx, size_t batch,
     return fits ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
 }
 
-ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit, cl_mem s)
+/* S = u u^T per sequence, against u (CLBlast transposes it) or, given
+ * unit_t, against each sequence's u^T as it is. */
+static ln_status similarity(ln_context *ctx, const char *op, size_t batch, size_t n, size_t d,
+                            cl_mem unit, cl_mem unit_t, cl_mem s)
 {
     LN_CHECK_CTX(ctx);
-    const char *op = "ln_similarity";
     if (batch == 0 || n == 0 || d == 0)
         return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
                        "%s: batch (%zu), n (%zu) and d (%zu) must be > 0", op, batch, n, d);
     ln_status st;
     if ((st = ln_check_mem(ctx, op, "unit", unit, 0, batch * n * d)) ||
+        (unit_t && (st = ln_check_mem(ctx, op, "unit_t", unit_t, 0, batch * n * d))) ||
         (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n)))
         return st;
-    return ln_gemm_batched(ctx, false, true, n, n, d, 1.0f, ln_dmat_of(unit, d), n * d,
-                           ln_dmat_of(unit, d), n * d, 0.0f, ln_dmat_of(s, n), n * n, batch, op);
+    ln_dmat second = unit_t ? ln_dmat_of(unit_t, n) : ln_dmat_of(unit, d);
+    return ln_gemm_batched(ctx, false, !unit_t, n, n, d, 1.0f, ln_dmat_of(unit, d), n * d, second,
+                           n * d, 0.0f, ln_dmat_of(s, n), n * n, batch, op);
+}
+
+ln_status ln_similarity(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit, cl_mem s)
+{
+    return similarity(ctx, "ln_similarity", batch, n, d, unit, NULL, s);
+}
+
+ln_status ln_similarity_t(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit,
+                          cl_mem unit_t, cl_mem s)
+{
+    if (!unit_t)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_similarity_t: unit_t is NULL");
+    return similarity(ctx, "ln_similarity_t", batch, n, d, unit, unit_t, s);
 }
 
 static ln_status check_sizes(ln_context *ctx, const char *op, size_t batch, size_t n,

@@ -154,6 +154,25 @@ ln_status ln_linear_wt(ln_context *ctx, size_t rows, size_t in, size_t out, ln_d
                        ln_dmat wt, cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
                        ln_dmat residual, ln_dmat y);
 
+/* ln_positional_add with W2 stored transposed, w2t = W2^T [hidden, d]:
+ * the model's layout (ln_linear_wt). */
+ln_status ln_positional_add_wt(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
+                               cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2t, cl_mem b2,
+                               cl_mem x, cl_mem out);
+
+/* Unit rows of `batch` sequences of n rows (x and y dense [batch n,
+ * width], three distinct buffers with yt) that also writes each
+ * sequence's u^T to yt ([batch][width][n]), for ln_similarity_t. Only
+ * where ln_unit_rows_t_supported: devices that take rows one per
+ * work-item (CPUs), where CLBlast's transpose pass over the second operand
+ * of S = u u^T cost more than these writes (src/model.c has the numbers). */
+bool ln_unit_rows_t_supported(const ln_context *ctx, size_t width);
+ln_status ln_unit_rows_t(ln_context *ctx, size_t batch, size_t n, size_t width, cl_mem x,
+                         cl_mem y, cl_mem yt);
+/* ln_similarity from unit and its transposes (ln_unit_rows_t's yt). */
+ln_status ln_similarity_t(ln_context *ctx, size_t batch, size_t n, size_t d, cl_mem unit,
+                          cl_mem unit_t, cl_mem s);
+
 /* A Linear's epilogue alone, in place on y [rows, cols] (cl/linear.cl):
  * + bias, + bias then GELU, or + bias + residual (residual.mem NULL: bias
  * only). No argument checks: callers have made them. */

@@ -55,7 +55,7 @@ struct ln_model {
     ln_context *ctx;
     ln_model_config cfg;
     size_t d, sum_scales, max_width, max_ffn;
-    cl_mem pos_w1, pos_b1, pos_w2, pos_b2, final_g, final_b;
+    cl_mem pos_w1, pos_b1, pos_w2t, pos_b2, final_g, final_b;
     cl_mem head_table; /* ln_attention_head_table of the scales */
     layer_weights *layers;
     workspace ws;
@@ -190,7 +190,7 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
 static void release_weights(ln_model *m)
 {
     ln_context *ctx = m->ctx;
-    cl_mem top[] = {m->pos_w1,  m->pos_b1,  m->pos_w2,       m->pos_b2,
+    cl_mem top[] = {m->pos_w1,  m->pos_b1,  m->pos_w2t,      m->pos_b2,
                     m->final_g, m->final_b, m->head_table};
     for (size_t i = 0; i < sizeof(top) / sizeof(top[0]); i++)
         ln_buffer_release(ctx, top[i]);
@@ -264,7 +264,8 @@ static ln_status model_from_tensors(ln_context *ctx, const ln_tensor_file *file,
     }
     if (!(st = upload(m, file, "pos.position_mlp.0.weight", &m->pos_w1)) &&
         !(st = upload(m, file, "pos.position_mlp.0.bias", &m->pos_b1)) &&
-        !(st = upload(m, file, "pos.position_mlp.2.weight", &m->pos_w2)) &&
+        !(st = upload_concat(m, file, (const char *[]){"pos.position_mlp.2.weight"}, 1, true,
+                             &m->pos_w2t)) &&
         !(st = upload(m, file, "pos.position_mlp.2.bias", &m->pos_b2)) &&
         !(st = upload(m, file, "final_norm.weight", &m->final_g)) &&
         !(st = upload(m, file, "final_norm.bias", &m->final_b)))
@@ -497,7 +498,8 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
     } plan[] = {
         {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
         {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * branch_cols * f},
-        {&w->qkv, rows * 3 * branch_cols * f}, {&w->f, rows * m->max_ffn * f},
+        {&w->qkv, rows * (3 * branch_cols > m->d ? 3 * branch_cols : m->d) * f}, /* or u^T */
+        {&w->f, rows * m->max_ffn * f},
         {&w->s, mode == LN_ATTENTION_PRECOMPUTED_S ? group * n * n * f : 0},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
@@ -695,13 +697,23 @@ static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem p
     workspace *ws = &m->ws;
     size_t rows = batch * n, d = m->d;
     ln_status st;
-    if ((st = ln_unit_rows(ctx, rows, d, ln_dmat_of(x, d), ln_dmat_of(ws->unit, d))))
+    /* S is shared by every head, branch and layer: computed once here.
+     * Where the device writes u^T with u (CPUs), S's GEMM takes it as is.
+     * PoCL, 2-core AMD EPYC: S's GEMM alone took 40 us against 74 with
+     * CLBlast transposing u (B = 1, n = 64), 262 against 360 (n = 256),
+     * 3.8 ms against 4.3 (n = 1024); unit rows with u^T and S together
+     * 33.9-34.6 ms against 34.9-37.9 at B = 8, n = 1024. qkv holds u^T until
+     * the first layer's QKV GEMM (ensure_workspace sizes it). */
+    if (ws->s && ln_unit_rows_t_supported(ctx, d)) {
+        if ((st = ln_unit_rows_t(ctx, batch, n, d, x, ws->unit, ws->qkv)) ||
+            (st = ln_similarity_t(ctx, batch, n, d, ws->unit, ws->qkv, ws->s)))
+            return st;
+    } else if ((st = ln_unit_rows(ctx, rows, d, ln_dmat_of(x, d), ln_dmat_of(ws->unit, d))) ||
+               (ws->s && (st = ln_similarity(ctx, batch, n, d, ws->unit, ws->s)))) {
         return st;
-    /* S is shared by every head, branch and layer: computed once here. */
-    if (ws->s && (st = ln_similarity(ctx, batch, n, d, ws->unit, ws->s)))
-        return st;
-    if ((st = ln_positional_add(ctx, batch, n, d, (size_t)m->cfg.pos_hidden, positions, m->pos_w1,
-                                m->pos_b1, m->pos_w2, m->pos_b2, x, ws->h)))
+    }
+    if ((st = ln_positional_add_wt(ctx, batch, n, d, (size_t)m->cfg.pos_hidden, positions,
+                                   m->pos_w1, m->pos_b1, m->pos_w2t, m->pos_b2, x, ws->h)))
         return st;
     for (int l = 0; l < m->cfg.n_layers; l++)
         if ((st = multiscale(m, l, batch, n, ws->h, ws->unit, ws->s, lengths)))

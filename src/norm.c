@@ -1,13 +1,27 @@
 /*
  * norm.c: row normalisations launched from cl/norm.cl: LayerNorm (biased
- * variance) and unit rows, on device views and on host arrays.
+ * variance) and unit rows, on device views and on host arrays; on CPUs,
+ * unit rows that also write each sequence's u^T for S's GEMM.
  */
 #include "internal.h"
 
 #include <limits.h>
+#include <stdio.h>
 
-/* Launches one work-group per row, or on CPUs one work-item per row of a
- * LayerNorm; indices are 32-bit in the kernels. */
+/* Where the epilogues take float16s (CPUs, params.c), the row kernels take
+ * one row per work-item in float16s: no barriers, which PoCL runs as loop
+ * splits. On PoCL (2-core AMD EPYC): B = 8, n = 256, the forward's 9
+ * LayerNorms took 3.7-3.9 ms with the work-group kernel at its tuned size,
+ * 1.9-2.0 with this one (one row per work-group; a first version ran the
+ * same at 4 rows per work-group, worse at 16); unit rows of 8192 x 384
+ * 3.6-4.1 ms with the work-group kernel at its default size, 0.57-0.74. */
+static bool row_per_item(const ln_context *ctx, size_t width)
+{
+    return ctx->params.vec_elementwise >= 16 && width % 16 == 0;
+}
+
+/* Launches one work-group per row, or (row_per_item) one work-item per
+ * row; indices are 32-bit in the kernels. */
 static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const char *op,
                              size_t rows, size_t width, ln_dmat x, cl_mem gamma, cl_mem beta,
                              float eps, ln_dmat y)
@@ -28,17 +42,17 @@ static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const cha
     cl_kernel k;
     cl_uint r = (cl_uint)rows, w = (cl_uint)width;
     cl_uint xo = (cl_uint)x.offset, xl = (cl_uint)x.ld, yo = (cl_uint)y.offset, yl = (cl_uint)y.ld;
-    /* Where the epilogues take float16s (CPUs, params.c), LayerNorm takes
-     * one row per work-item in float16s: no barriers, which PoCL runs as
-     * loop splits. B = 8, n = 256 on PoCL (2-core AMD EPYC), the forward's
-     * 9 LayerNorms: 3.7-3.9 ms with the work-group kernel at its tuned
-     * size, 1.9-2.0 with this one (one row per work-group; a first
-     * version ran the same at 4 rows per work-group, worse at 16). */
-    if (gamma && ctx->params.vec_elementwise >= 16 && width % 16 == 0) {
-        if ((st = ln_kernel_get(ctx, "norm", "", "layernorm_rows16", &k)) ||
-            (st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo),
-                              LN_ARG(xl), LN_ARG(gamma), LN_ARG(beta), LN_ARG(eps),
-                              LN_ARG(y.mem), LN_ARG(yo), LN_ARG(yl), LN_ARGS_END)))
+    if (row_per_item(ctx, width)) {
+        if ((st = ln_kernel_get(ctx, "norm", "", gamma ? "layernorm_rows16" : "unit_rows16", &k)))
+            return st;
+        if (gamma)
+            st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo),
+                             LN_ARG(xl), LN_ARG(gamma), LN_ARG(beta), LN_ARG(eps), LN_ARG(y.mem),
+                             LN_ARG(yo), LN_ARG(yl), LN_ARGS_END);
+        else
+            st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo),
+                             LN_ARG(xl), LN_ARG(y.mem), LN_ARG(yo), LN_ARG(yl), LN_ARGS_END);
+        if (st)
             return st;
         size_t one = 1;
         return ln_enqueue(ctx, k, 1, &rows, &one, op);
@@ -76,6 +90,52 @@ ln_status ln_unit_rows(ln_context *ctx, size_t rows, size_t width, ln_dmat x, ln
 {
     LN_CHECK_CTX(ctx);
     return launch_rows(ctx, "unit_rows", "ln_unit_rows", rows, width, x, NULL, NULL, 0.0f, y);
+}
+
+bool ln_unit_rows_t_supported(const ln_context *ctx, size_t width)
+{
+    return ctx && row_per_item(ctx, width);
+}
+
+ln_status ln_unit_rows_t(ln_context *ctx, size_t batch, size_t n, size_t width, cl_mem x,
+                         cl_mem y, cl_mem yt)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_unit_rows_t";
+    if (!ln_unit_rows_t_supported(ctx, width))
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                       "%s: needs a device that takes rows one per work-item and a width that "
+                       "is a multiple of 16 (got %zu)", op, width);
+    if (batch == 0 || n == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: batch (%zu) and n (%zu) must be > 0",
+                       op, batch, n);
+    const size_t count = batch * n * width;
+    if (count > UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu x %zu exceeds 2^32 elements", op,
+                       batch * n, width);
+    if (x == y || x == yt || y == yt)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: x, y and yt must be three buffers",
+                       op);
+    ln_status st;
+    if ((st = ln_check_mem(ctx, op, "x", x, 0, count)) ||
+        (st = ln_check_mem(ctx, op, "y", y, 0, count)) ||
+        (st = ln_check_mem(ctx, op, "yt", yt, 0, count)))
+        return st;
+    cl_kernel k;
+    cl_uint nn = (cl_uint)n, w = (cl_uint)width;
+    /* Rows per work-item: u^T's column stores are that many floats long.
+     * B = 8, n = 1024 on PoCL (2-core AMD EPYC): 16 rows 3.2-3.6 ms, 64
+     * rows 2.2-2.8, 128 and 256 no better; the kernel without u^T takes
+     * 1.3. Below n = 256, 16 rows keep both cores busy at B = 1. */
+    const size_t per_item = n >= 256 ? 64 : 16;
+    char options[32];
+    snprintf(options, sizeof(options), "-DUT_ROWS=%zu", per_item);
+    if ((st = ln_kernel_get(ctx, "norm", options, "unit_rows16_t", &k)) ||
+        (st = ln_set_args(ctx, k, op, LN_ARG(nn), LN_ARG(w), LN_ARG(x), LN_ARG(y), LN_ARG(yt),
+                          LN_ARGS_END)))
+        return st;
+    size_t global[2] = {(n + per_item - 1) / per_item, batch}, local[2] = {1, 1};
+    return ln_enqueue(ctx, k, 2, global, local, op);
 }
 
 /* Host wrappers: copy in, run, copy out, release. */

@@ -4,18 +4,19 @@
  * its bias and GELU from the Linear epilogue (one GELU for all of ln-cl,
  * and PoCL's builtin erf made this layer 14x slower); the second layer,
  * its bias and the add to x are one CLBlast GEMM with ln_linear's residual
- * epilogue.
+ * epilogue. The model keeps W2 transposed, as it keeps every Linear weight
+ * (linear.c says why).
  */
 #include "internal.h"
 
 #include <limits.h>
 
-ln_status ln_positional_add(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
-                            cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2, cl_mem b2,
-                            cl_mem x, cl_mem out)
+/* w2 is W2 [d, hidden] or, when w2_transposed, W2^T [hidden, d]. */
+static ln_status positional_add(ln_context *ctx, const char *op, size_t batch, size_t n,
+                                size_t d, size_t hidden, cl_mem positions, cl_mem w1, cl_mem b1,
+                                cl_mem w2, bool w2_transposed, cl_mem b2, cl_mem x, cl_mem out)
 {
     LN_CHECK_CTX(ctx);
-    const char *op = "ln_positional_add";
     if (batch == 0 || n == 0 || d == 0 || hidden == 0)
         return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
                        "%s: batch (%zu), n (%zu), d (%zu) and hidden (%zu) must be > 0", op, batch,
@@ -56,11 +57,31 @@ ln_status ln_positional_add(ln_context *ctx, size_t batch, size_t n, size_t d, s
         st = ln_epilogue_apply(ctx, op, rows, hidden, ln_dmat_of(g, hidden), b1, 0,
                                LN_EPILOGUE_BIAS_GELU, (ln_dmat){0});
     if (!st)
-        st = ln_linear(ctx, rows, hidden, d, ln_dmat_of(g, hidden), ln_dmat_of(w2, hidden), b2, 0,
-                       LN_EPILOGUE_BIAS_RESIDUAL, ln_dmat_of(x, d), ln_dmat_of(out, d));
+        st = w2_transposed
+                 ? ln_linear_wt(ctx, rows, hidden, d, ln_dmat_of(g, hidden), ln_dmat_of(w2, d), b2,
+                                0, LN_EPILOGUE_BIAS_RESIDUAL, ln_dmat_of(x, d), ln_dmat_of(out, d))
+                 : ln_linear(ctx, rows, hidden, d, ln_dmat_of(g, hidden), ln_dmat_of(w2, hidden),
+                             b2, 0, LN_EPILOGUE_BIAS_RESIDUAL, ln_dmat_of(x, d),
+                             ln_dmat_of(out, d));
     /* Released now, freed by OpenCL once the queued GEMM no longer uses it. */
     ln_buffer_release(ctx, g);
     return st;
+}
+
+ln_status ln_positional_add(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
+                            cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2, cl_mem b2,
+                            cl_mem x, cl_mem out)
+{
+    return positional_add(ctx, "ln_positional_add", batch, n, d, hidden, positions, w1, b1, w2,
+                          false, b2, x, out);
+}
+
+ln_status ln_positional_add_wt(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
+                               cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2t, cl_mem b2,
+                               cl_mem x, cl_mem out)
+{
+    return positional_add(ctx, "ln_positional_add", batch, n, d, hidden, positions, w1, b1, w2t,
+                          true, b2, x, out);
 }
 
 ln_status ln_positional_add_host(ln_context *ctx, size_t batch, size_t n, size_t d,

@@ -1,7 +1,10 @@
 /*
- * test_norm.c: LayerNorm and unit rows (src/norm.c) against float64.
+ * test_norm.c: LayerNorm and unit rows (src/norm.c) against float64; unit
+ * rows with their per-sequence transposes, and S = u u^T from them
+ * (ln_similarity_t, src/attention.c), against float64 and ln_similarity.
  */
 #include "test_util.h"
+#include "internal.h" /* ln_unit_rows_t, ln_similarity_t, the buffer helpers */
 
 #include <math.h>
 #include <stdlib.h>
@@ -123,6 +126,91 @@ START_TEST(unit_rows_matches_float64)
 }
 END_TEST
 
+START_TEST(unit_rows_t_matches_float64)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 4;
+    /* n below, at and past the kernel's 16-row blocks, with partial last
+     * blocks; from n = 256 a work-item takes 64 rows (300: 4 full items,
+     * then 2 full blocks of 16 and 12 rows) */
+    static const size_t shapes[][3] = {{1, 1, 16}, {3, 5, 64}, {2, 17, 384}, {4, 64, 48},
+                                       {2, 50, 32}, {2, 300, 32}, {1, 256, 384}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        const size_t batch = shapes[si][0], n = shapes[si][1], w = shapes[si][2];
+        const size_t rows = batch * n, count = rows * w;
+        if (!ln_unit_rows_t_supported(ctx, w)) {
+            /* GPUs: the model keeps CLBlast's transpose; the op says so. */
+            tu_assert_status(ctx, ln_unit_rows_t(ctx, batch, n, w, NULL, NULL, NULL),
+                             LN_ERROR_UNSUPPORTED);
+            continue;
+        }
+        float *x = tu_malloc(count * 4), *u = tu_malloc(count * 4), *ut = tu_malloc(count * 4);
+        float *s = tu_malloc(batch * n * n * 4), *s_ref_op = tu_malloc(batch * n * n * 4);
+        double *ref = tu_malloc(count * 8), *ref_t = tu_malloc(count * 8);
+        double *ref_s = tu_malloc(batch * n * n * 8);
+        tu_fill_normal(x, count, 1.0f, &rng);
+        for (size_t r = 0; r < rows; r++) {
+            double q = 0;
+            for (size_t c = 0; c < w; c++)
+                q += (double)x[r * w + c] * x[r * w + c];
+            const double inv = 1.0 / fmax(sqrt(q), 1e-12);
+            for (size_t c = 0; c < w; c++) {
+                ref[r * w + c] = x[r * w + c] * inv;
+                ref_t[(r / n) * w * n + c * n + r % n] = ref[r * w + c];
+            }
+        }
+        for (size_t b = 0; b < batch; b++)
+            for (size_t i = 0; i < n; i++)
+                for (size_t j = 0; j < n; j++) {
+                    double acc = 0;
+                    for (size_t c = 0; c < w; c++)
+                        acc += ref[(b * n + i) * w + c] * ref[(b * n + j) * w + c];
+                    ref_s[(b * n + i) * n + j] = acc;
+                }
+        cl_mem dx, du, dut, ds;
+        tu_assert_ok(ctx, ln_buffer_from_host(ctx, x, count * 4, &dx, "x"));
+        tu_assert_ok(ctx, ln_buffer_create(ctx, count * 4, &du, "u"));
+        tu_assert_ok(ctx, ln_buffer_create(ctx, count * 4, &dut, "u^T"));
+        tu_assert_ok(ctx, ln_buffer_create(ctx, batch * n * n * 4, &ds, "S"));
+        tu_assert_ok(ctx, ln_unit_rows_t(ctx, batch, n, w, dx, du, dut));
+        tu_assert_ok(ctx, ln_similarity_t(ctx, batch, n, w, du, dut, ds));
+        tu_assert_ok(ctx, ln_buffer_to_host(ctx, du, u, count * 4));
+        tu_assert_ok(ctx, ln_buffer_to_host(ctx, dut, ut, count * 4));
+        tu_assert_ok(ctx, ln_buffer_to_host(ctx, ds, s, batch * n * n * 4));
+        tu_assert_close(u, ref, count, 1e-5, "u, B %zu n %zu width %zu", batch, n, w);
+        tu_assert_close(ut, ref_t, count, 1e-5, "u^T, B %zu n %zu width %zu", batch, n, w);
+        for (size_t r = 0; r < rows; r++) /* u^T holds u's very values */
+            for (size_t c = 0; c < w; c++)
+                ck_assert_msg(ut[(r / n) * w * n + c * n + r % n] == u[r * w + c],
+                              "u^T of row %zu, column %zu differs from u", r, c);
+        tu_assert_close(s, ref_s, batch * n * n, 1e-5, "S from u^T, B %zu n %zu", batch, n);
+        /* The same S as the public op, which lets CLBlast transpose u. */
+        tu_assert_ok(ctx, ln_similarity(ctx, batch, n, w, du, ds));
+        tu_assert_ok(ctx, ln_buffer_to_host(ctx, ds, s_ref_op, batch * n * n * 4));
+        for (size_t i = 0; i < batch * n * n; i++)
+            ck_assert_msg(fabsf(s[i] - s_ref_op[i]) <= 1e-6f, "S[%zu]: %g against %g", i,
+                          (double)s[i], (double)s_ref_op[i]);
+        /* A u^T buffer one float short is refused, not overrun. */
+        cl_mem short_t;
+        tu_assert_ok(ctx, ln_buffer_create(ctx, count * 4 - 4, &short_t, "short u^T"));
+        tu_assert_status(ctx, ln_unit_rows_t(ctx, batch, n, w, dx, du, short_t),
+                         LN_ERROR_SHAPE_MISMATCH);
+        tu_assert_status(ctx, ln_similarity_t(ctx, batch, n, w, du, short_t, ds),
+                         LN_ERROR_SHAPE_MISMATCH);
+        ln_buffer_release(ctx, short_t);
+        /* In place would read rows it has already scaled: refused. */
+        tu_assert_status(ctx, ln_unit_rows_t(ctx, batch, n, w, dx, dx, dut),
+                         LN_ERROR_INVALID_ARGUMENT);
+        ln_buffer_release(ctx, dx), ln_buffer_release(ctx, du), ln_buffer_release(ctx, dut);
+        ln_buffer_release(ctx, ds);
+        free(x), free(u), free(ut), free(s), free(s_ref_op), free(ref), free(ref_t), free(ref_s);
+    }
+    /* A width the float16 kernel cannot take is refused by name. */
+    tu_assert_status(ctx, ln_unit_rows_t(ctx, 1, 4, 40, NULL, NULL, NULL), LN_ERROR_UNSUPPORTED);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(norm_rejects_bad_input)
 {
     ln_context *ctx = tu_context();
@@ -157,6 +245,7 @@ int main(void)
     tcase_add_test(tc, layernorm_matches_float64);
     tcase_add_test(tc, layernorm_strided_views);
     tcase_add_test(tc, unit_rows_matches_float64);
+    tcase_add_test(tc, unit_rows_t_matches_float64);
     tcase_add_test(tc, norm_rejects_bad_input);
     suite_add_tcase(s, tc);
     return tu_run(s);

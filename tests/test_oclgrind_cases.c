@@ -152,17 +152,18 @@ START_TEST(norm)
            db = from_host(ctx, b, full_width);
     ln_dmat vx = {dx, x_off, x_ld};
 
-    /* op 2: LayerNorm over the first 144 columns with a CPU's vector
-     * setting, which takes one row per work-item in float16s (cl/norm.cl;
-     * Oclgrind's device calls itself a GPU too). */
-    static const char *names[] = {"layernorm", "unit_rows", "layernorm_rows16"};
-    cl_mem held[3];
-    for (int op = 0; op < 3; op++) {
-        const size_t width = op == 2 ? 144 : full_width;
-        ctx->params.vec_elementwise = op == 2 ? 16 : 1;
+    /* ops 2 and 3: LayerNorm and unit rows over the first 144 columns with
+     * a CPU's vector setting, which takes one row per work-item in
+     * float16s (cl/norm.cl; Oclgrind's device calls itself a GPU too). */
+    static const char *names[] = {"layernorm", "unit_rows", "layernorm_rows16", "unit_rows16"};
+    cl_mem held[4];
+    for (int op = 0; op < 4; op++) {
+        const size_t width = op >= 2 ? 144 : full_width;
+        const bool unit = op == 1 || op == 3;
+        ctx->params.vec_elementwise = op >= 2 ? 16 : 1;
         cl_mem dy = held[op] = from_host(ctx, y0, y_n);
         ln_dmat vy = {dy, y_off, y_ld};
-        if (op != 1)
+        if (!unit)
             tu_assert_ok(ctx, ln_layernorm(ctx, rows, width, vx, dg, db, 1e-5f, vy));
         else
             tu_assert_ok(ctx, ln_unit_rows(ctx, rows, width, vx, vy));
@@ -178,15 +179,47 @@ START_TEST(norm)
             var /= (double)width;
             double norm = sqrt(sq) > 1e-12 ? sqrt(sq) : 1e-12;
             for (size_t c = 0; c < width; c++) {
-                ref[i * width + c] = op != 1 ? (xr[c] - mean) / sqrt(var + 1e-5) * g[c] + b[c]
-                                             : xr[c] / norm;
+                ref[i * width + c] = !unit ? (xr[c] - mean) / sqrt(var + 1e-5) * g[c] + b[c]
+                                           : xr[c] / norm;
                 view[i * width + c] = got[y_off + i * y_ld + c];
             }
         }
         tu_assert_close(view, ref, rows * width, TOL, "%s", names[op]);
         assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, width, names[op]);
     }
-    clReleaseMemObject(held[0]), clReleaseMemObject(held[1]), clReleaseMemObject(held[2]);
+    for (int op = 0; op < 4; op++)
+        clReleaseMemObject(held[op]);
+
+    /* Unit rows with each sequence's u^T, as the model writes them on CPUs
+     * before S's GEMM, dense: B = 2, n = 19 (16 rows a work-item: a full
+     * block and a partial one) and B = 1, n = 270 (64 rows a work-item:
+     * the last takes 14). */
+    static const size_t ut_shapes[][3] = {{2, 19, 32}, {1, 270, 16}};
+    for (int si = 0; si < 2; si++) {
+        const size_t B = ut_shapes[si][0], n = ut_shapes[si][1], w = ut_shapes[si][2];
+        const size_t count = B * n * w;
+        ctx->params.vec_elementwise = 16;
+        float *xt = random_floats(count, &rng), *u = tu_malloc(count * 4),
+              *ut = tu_malloc(count * 4);
+        cl_mem dxt = from_host(ctx, xt, count), du = from_host(ctx, xt, count),
+               dut = from_host(ctx, xt, count);
+        tu_assert_ok(ctx, ln_unit_rows_t(ctx, B, n, w, dxt, du, dut));
+        to_host(ctx, du, u, count);
+        to_host(ctx, dut, ut, count);
+        for (size_t r = 0; r < B * n; r++) {
+            double sq = 0;
+            for (size_t c = 0; c < w; c++)
+                sq += (double)xt[r * w + c] * xt[r * w + c];
+            for (size_t c = 0; c < w; c++) {
+                ck_assert_msg(fabs(u[r * w + c] - xt[r * w + c] / sqrt(sq)) <= 1e-6,
+                              "unit_rows16 with u^T: row %zu, column %zu", r, c);
+                ck_assert_msg(ut[(r / n) * w * n + c * n + r % n] == u[r * w + c],
+                              "u^T of row %zu, column %zu", r, c);
+            }
+        }
+        clReleaseMemObject(dxt), clReleaseMemObject(du), clReleaseMemObject(dut);
+        free(xt), free(u), free(ut);
+    }
     clReleaseMemObject(dx), clReleaseMemObject(dg), clReleaseMemObject(db);
     ln_context_destroy(ctx);
     free(x), free(g), free(b), free(y0), free(got), free(view), free(ref);

@@ -1,8 +1,10 @@
 /*
  * test_positional.c: continuous positional encoding fused with the add
- * (src/positional.c, cl/positional.cl) against float64.
+ * (src/positional.c, cl/positional.cl) against float64, with W2 as PyTorch
+ * stores it and, as the model keeps it, transposed.
  */
 #include "test_util.h"
+#include "internal.h" /* ln_positional_add_wt */
 
 #include <stdlib.h>
 
@@ -84,6 +86,21 @@ START_TEST(positional_in_place)
     clEnqueueReadBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, out, 0, NULL, NULL);
     ref_positional(batch, n, d, hidden, NULL, w1, b1, w2, b2, x, ref);
     tu_assert_close(out, ref, rows * d, 1e-5, "in-place positional");
+    /* The model's call: W2^T [hidden, d], in place on a fresh copy of x. */
+    float *w2t = tu_malloc(d * hidden * 4);
+    for (size_t c = 0; c < d; c++)
+        for (size_t j = 0; j < hidden; j++)
+            w2t[j * d + c] = w2[c * hidden + j];
+    cl_mem dw2t = clCreateBuffer(cl, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, d * hidden * 4,
+                                 w2t, &err);
+    clEnqueueWriteBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, x, 0, NULL,
+                         NULL);
+    tu_assert_ok(ctx, ln_positional_add_wt(ctx, batch, n, d, hidden, NULL, m[0], m[1], dw2t, m[3],
+                                           m[4], m[4]));
+    clEnqueueReadBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, out, 0, NULL, NULL);
+    tu_assert_close(out, ref, rows * d, 1e-5, "in-place positional, W2 transposed");
+    clReleaseMemObject(dw2t);
+    free(w2t);
     for (int i = 0; i < 5; i++)
         clReleaseMemObject(m[i]);
     free(w1), free(b1), free(w2), free(b2), free(x), free(out), free(ref);

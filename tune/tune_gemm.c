@@ -92,16 +92,18 @@ static void add_shape(gemm_work *w, size_t m, size_t n, size_t k, size_t batch, 
 }
 
 /* The GEMMs of one forward (src/model.c), each in the layout it runs in:
- * S = u u^T and the positional layer (public ln_linear, W [out, in])
- * against a transposed B, the model's Linears against W^T [in, out]. */
-static void model_shapes(gemm_work *w, const ln_model_config *cfg, size_t batch, size_t n)
+ * the model's Linears against W^T [in, out]; S = u u^T against u^T where
+ * the device writes it with u (ln_unit_rows_t), else against u, which
+ * CLBlast transposes (s_trans_b). */
+static void model_shapes(gemm_work *w, const ln_model_config *cfg, size_t batch, size_t n,
+                         bool s_trans_b)
 {
     const size_t rows = batch * n, d = (size_t)cfg->d_model;
     size_t sum = 0;
     for (int i = 0; i < cfg->n_scales; i++)
         sum += (size_t)cfg->scales[i];
-    add_shape(w, n, n, d, batch, true, "S=uu^T", 1);
-    add_shape(w, rows, d, (size_t)cfg->pos_hidden, 1, true, "positional", 1);
+    add_shape(w, n, n, d, batch, s_trans_b, "S=uu^T", 1);
+    add_shape(w, rows, d, (size_t)cfg->pos_hidden, 1, false, "positional", 1);
     const int L = cfg->n_layers;
     add_shape(w, rows, sum, d, 1, false, "proj", L);
     for (int i = 0; i < cfg->n_scales; i++) {
@@ -727,8 +729,9 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     gemm_work *w = calloc(1, sizeof(*w));
     if (!w)
         return false;
+    const bool s_trans_b = !ln_unit_rows_t_supported(ctx, (size_t)o->cfg->d_model);
     for (int i = 0; i < o->shape_count; i++)
-        model_shapes(w, o->cfg, o->shapes[i][0], o->shapes[i][1]);
+        model_shapes(w, o->cfg, o->shapes[i][0], o->shapes[i][1], s_trans_b);
     qsort(w->s, (size_t)w->count, sizeof(w->s[0]), by_mnk);
     size_t max_a = 0, max_b = 0, max_c = 0;
     for (int i = 0; i < w->count; i++) {
@@ -906,7 +909,7 @@ bool gemm_tune(ln_context *ctx, const gemm_options *o, const char *path, const b
     const gemm_result *tuned = best >= 0 ? &res[best] : &def;
     for (int j = 0; o->s_seconds && j < o->shape_count; j++)
         for (int i = 0; i < w->count; i++)
-            if (w->s[i].trans_b && w->s[i].batch == o->shapes[j][0] &&
+            if (w->s[i].trans_b == s_trans_b && w->s[i].batch == o->shapes[j][0] &&
                 w->s[i].m == o->shapes[j][1] && w->s[i].n == o->shapes[j][1] &&
                 w->s[i].k == (size_t)o->cfg->d_model)
                 o->s_seconds[j] = tuned->t[i];
