@@ -639,7 +639,7 @@ def main():
                           for t in other.get("threadpool", []))))
         launch = gemm.get("launch_us")
         if launch:
-            print("ln-bench: an empty kernel takes %.1f us with a finish after each, %.1f us "
+            print("ln-bench: a one-float kernel takes %.1f us with a finish after each, %.1f us "
                   "queued back to back" % (launch["with_finish"], launch["back_to_back"]))
         rounds_of = gemm.get("ratio_rounds")
         stream_of = gemm.get("stream_ratio_rounds")

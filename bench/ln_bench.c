@@ -36,8 +36,8 @@
  *
  * GEMMs are timed twice: one call and a finish (what a lone GEMM costs a
  * caller) and back to back with one finish (what it costs inside a
- * forward); an empty kernel timed both ways shows the device's fixed cost
- * per launch that separates the two.
+ * forward); a one-float kernel timed both ways shows the device's fixed
+ * cost per launch that separates the two.
  */
 #include "config.h"
 #include "internal.h"
@@ -581,9 +581,9 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
     r.gflops = flop / (r.ms * 1e6);
 
     /* One call and a finish pays the device's wake-up from idle each time
-     * (about 35 us on PoCL, where an empty kernel queued back to back costs
-     * 3 us); in a forward the GEMMs are queued back to back and that cost
-     * is paid once. So each GEMM is also timed as a stream: enough calls
+     * (32-40 us for an empty kernel on the 2-core PoCL VM, 2-3 us queued
+     * back to back; launch_overhead below measures it); in a forward the
+     * GEMMs are queued back to back and that cost is paid once. So each GEMM is also timed as a stream: enough calls
      * for about 2 ms (4 to 64), one finish, the median per call. */
     r.stream_calls = (int)(2.0 / (r.ms > 1e-3 ? r.ms : 1e-3)) + 1;
     r.stream_calls = r.stream_calls < 4 ? 4 : r.stream_calls > 64 ? 64 : r.stream_calls;
@@ -733,53 +733,41 @@ static void print_gemms(const gemm_result *g, int count)
 }
 
 /* The device's fixed cost per launch, which the GEMM section's two timings
- * differ by at small shapes: an empty kernel with a finish after each, and
- * the same kernel queued back to back (median us per launch of 5 runs of 64). */
+ * differ by at small shapes: ln-cl's smallest kernel (a bias add on one
+ * float; built through src/program.c like every ln-cl kernel) with a
+ * finish after each, and queued back to back (median us per launch of 5
+ * runs of 64). */
 static void launch_overhead(ln_context *ctx, double *sync_us, double *stream_us)
 {
     *sync_us = *stream_us = -1.0;
-    const char *src = "__kernel void ln_bench_empty(__global float *x)\n"
-                      "{ if (x[0] == 12345.0f) x[0] = 0.0f; }\n";
-    cl_int err;
-    cl_program p = clCreateProgramWithSource(ctx->cl, 1, &src, NULL, &err);
-    if (err || clBuildProgram(p, 1, &ctx->device, "", NULL, NULL) != CL_SUCCESS) {
-        if (!err)
-            clReleaseProgram(p);
-        return;
-    }
-    cl_kernel k = clCreateKernel(p, "ln_bench_empty", &err);
-    cl_mem buf = err ? NULL : clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, 64, NULL, &err);
-    float zero = 0.0f;
-    if (!err)
-        err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, 0, sizeof(zero), &zero, 0, NULL, NULL);
-    if (!err)
-        err = clSetKernelArg(k, 0, sizeof(buf), &buf);
-    size_t one = 1;
+    const float one_float = 0.5f;
+    cl_mem y = own_buffer(ctx, sizeof(float), &one_float),
+           bias = own_buffer(ctx, sizeof(float), &one_float);
+    ln_status st = LN_SUCCESS;
     double sync[5], stream[5];
-    for (int r = -1; r < 5 && !err; r++) {
+    for (int r = -1; r < 5 && !st; r++) {
         double t0 = now_ms();
-        for (int i = 0; i < 64 && !err; i++)
-            if (!(err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL)))
-                err = clFinish(ctx->queue);
+        for (int i = 0; i < 64 && !st; i++)
+            if (!(st = ln_epilogue_apply(ctx, "ln-bench", 1, 1, ln_dmat_of(y, 1), bias, 0,
+                                         LN_EPILOGUE_BIAS, (ln_dmat){0})))
+                st = ln_context_finish(ctx);
         double t1 = now_ms();
-        for (int i = 0; i < 64 && !err; i++)
-            err = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL);
-        if (!err)
-            err = clFinish(ctx->queue);
+        for (int i = 0; i < 64 && !st; i++)
+            st = ln_epilogue_apply(ctx, "ln-bench", 1, 1, ln_dmat_of(y, 1), bias, 0,
+                                   LN_EPILOGUE_BIAS, (ln_dmat){0});
+        if (!st)
+            st = ln_context_finish(ctx);
         if (r >= 0) {
             sync[r] = (t1 - t0) * 1e3 / 64;
             stream[r] = (now_ms() - t1) * 1e3 / 64;
         }
     }
-    if (!err) {
-        *sync_us = median(sync, 5);
-        *stream_us = median(stream, 5);
-    }
-    if (buf)
-        clReleaseMemObject(buf);
-    if (k)
-        clReleaseKernel(k);
-    clReleaseProgram(p);
+    if (st)
+        die(ctx, st, "timing a one-float kernel");
+    *sync_us = median(sync, 5);
+    *stream_us = median(stream, 5);
+    clReleaseMemObject(y);
+    clReleaseMemObject(bias);
 }
 
 /* -------------------------------------------------------------- main */
@@ -908,8 +896,8 @@ int main(int argc, char **argv)
             print_shape_table(shapes, n_shapes);
         if (n_gemms) {
             print_gemms(gemms, n_gemms);
-            printf("An empty kernel: %.1f us with a finish after each, %.1f us queued back to "
-                   "back\n(the device's fixed cost per launch; median of 5 x 64).\n",
+            printf("A one-float kernel: %.1f us with a finish after each, %.1f us queued back "
+                   "to back\n(the device's fixed cost per launch; median of 5 x 64).\n",
                    launch_sync_us, launch_stream_us);
         }
     }

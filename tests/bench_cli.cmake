@@ -1,15 +1,21 @@
 # bench_cli.cmake: ln-bench end to end at the smallest shape (B = 1,
 # n = 64, one repeat, no warm-up): the table run must print the forward,
 # its per-op profile, the GEMM section with both timings (one call and a
-# finish, and back to back) and an empty kernel's launch cost, and --json
-# must carry the same fields that bench/compare.py reads. Speed is not judged here (bench/, README).
+# finish, and back to back) and a one-float kernel's launch cost, and
+# --json must carry the same fields that bench/compare.py reads. Speed is
+# not judged here (bench/, README).
 # Included by tests/CMakeLists.txt.
 if(TARGET ln-bench)
   set(LN_BENCH_ARGS --batch 1 --n 64 --repeats 1 --warmup 0)
+  # A pass regex ignores the exit code: sanitizer reports fail the tests
+  # by their text (the sanitizer build runs them too, .ci/hardening).
+  set(LN_BENCH_FAIL "ERROR: [A-Za-z]+Sanitizer|runtime error:")
   add_test(NAME bench_cli_table COMMAND ln-bench ${LN_BENCH_ARGS})
   set_tests_properties(bench_cli_table PROPERTIES ENVIRONMENT "${LN_TEST_ENV}" TIMEOUT 600
-    PASS_REGULAR_EXPRESSION "Encoder forward.*Profile B=1 n=64.*gemm +ln_linear +64x832x384.*stream ms +calls.*64 +64 +384 +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9.]+  S = u u\\^T.*An empty kernel: [0-9.]+ us with a finish after each, [0-9.]+ us queued back to back")
+    FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
+    PASS_REGULAR_EXPRESSION "Encoder forward.*Profile B=1 n=64.*gemm +ln_linear +64x832x384.*stream ms +calls.*64 +64 +384 +1 +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9.]+  S = u u\\^T.*A one-float kernel: [0-9.]+ us with a finish after each, [0-9.]+ us queued back to back")
   add_test(NAME bench_cli_json COMMAND ln-bench ${LN_BENCH_ARGS} --json)
   set_tests_properties(bench_cli_json PROPERTIES ENVIRONMENT "${LN_TEST_ENV}" TIMEOUT 600
+    FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
     PASS_REGULAR_EXPRESSION "\"tool\": \"ln-bench\".*\"shapes\".*\"categories_ms\".*\"gemm\".*\"stream_ms\": [0-9.]+.*\"stream_calls\": [0-9]+.*\"launch_us\": {.*\"with_finish\": [0-9.]+")
 endif()
