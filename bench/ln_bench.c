@@ -581,10 +581,11 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
     r.gflops = flop / (r.ms * 1e6);
 
     /* One call and a finish pays the device's wake-up from idle each time
-     * (32-40 us for an empty kernel on the 2-core PoCL VM, 2-3 us queued
-     * back to back; launch_overhead below measures it); in a forward the
-     * GEMMs are queued back to back and that cost is paid once. So each GEMM is also timed as a stream: enough calls
-     * for about 2 ms (4 to 64), one finish, the median per call. */
+     * (11-40 us for a kernel doing next to nothing on the 2-core PoCL VM,
+     * 1.7-3 us queued back to back; launch_overhead below measures it); in
+     * a forward the GEMMs are queued back to back and that cost is paid
+     * once. So each GEMM is also timed as a stream: enough calls for about
+     * 2 ms (4 to 64), one finish, the median per call. */
     r.stream_calls = (int)(2.0 / (r.ms > 1e-3 ? r.ms : 1e-3)) + 1;
     r.stream_calls = r.stream_calls < 4 ? 4 : r.stream_calls > 64 ? 64 : r.stream_calls;
     for (int i = -1; i < o->repeats; i++) {
