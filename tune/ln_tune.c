@@ -237,8 +237,8 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
 static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mode)
 {
     /* The row reductions wg_layernorm sizes: unit rows (S's u) and a
-     * LayerNorm, as a forward has them. On CPUs the LayerNorm is the
-     * one-row-per-work-item kernel, which no wg_layernorm changes. */
+     * LayerNorm, as a forward has them. On CPUs both are one-row-per-
+     * work-item kernels (src/norm.c), which no wg_layernorm changes. */
     if (strcmp(kernel, "layernorm") == 0) {
         ln_status st = ln_unit_rows(ctx, w->rows, D_MODEL, ln_dmat_of(w->x, D_MODEL),
                                     ln_dmat_of(w->y, D_MODEL));
@@ -247,8 +247,9 @@ static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mo
                                  w->beta, 1e-5f, ln_dmat_of(w->y, D_MODEL));
     }
     if (strcmp(kernel, "elementwise") == 0)
-        return ln_positional_add(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1, w->b1,
-                                 w->w2, w->b2, w->px, w->pout);
+        /* W2 as the model keeps it, transposed (w2 is random either way). */
+        return ln_positional_add_wt(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1,
+                                    w->b1, w->w2, w->b2, w->px, w->pout);
     /* PRECOMPUTED_S reads the workload's S (its GEMM is added by
      * time_once); without one it computes S in the call. All branches in
      * one call, as the model makes it: one launch where attention_rows
