@@ -1,8 +1,9 @@
 /*
  * attention_bench.c: times semantic attention on the context's device
  * (LN_DEVICE, else the default): the fused kernels reading a precomputed S
- * (attention_fused, the CPU's, and attention_rows, the GPU's, each forced),
- * the S GEMM itself, the fused kernel recomputing S tiles, and the
+ * (attention_fused, the CPU's, and attention_rows and attention_tiles, the
+ * GPU's, each forced; and the largest difference between the last two's
+ * outputs), the S GEMM itself, the fused kernel recomputing S tiles, and the
  * straightforward path that materialises the logits [H, n, n] (S GEMM,
  * Q K^T GEMM, softmax kernel, P V GEMM). B = 1, 12 heads of 32, d = 384.
  *
@@ -14,6 +15,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,11 +28,13 @@ typedef enum run_kind {
     RUN_S_GEMM,
     RUN_FUSED_PRE,
     RUN_ROWS_PRE,
+    RUN_TILES_PRE,
     RUN_FUSED_RECOMPUTE,
     RUN_NAIVE,
     RUN_KINDS
 } run_kind;
-static const char *const run_names[RUN_KINDS] = {"S GEMM", "fused, S read", "rows, S read",
+static const char *const run_names[RUN_KINDS] = {"S GEMM",       "fused, S read",
+                                                 "rows, S read", "tiles, S read",
                                                  "fused, S recomputed", "materialised"};
 
 typedef struct bench_bufs {
@@ -70,8 +74,10 @@ static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_
         return ln_similarity(ctx, 1, n, D_MODEL, b->unit, b->s);
     case RUN_FUSED_PRE:
     case RUN_ROWS_PRE:
-        ctx->params.attn_kernel =
-            kind == RUN_ROWS_PRE ? LN_ATTENTION_KERNEL_ROWS : LN_ATTENTION_KERNEL_FUSED;
+    case RUN_TILES_PRE:
+        ctx->params.attn_kernel = kind == RUN_ROWS_PRE    ? LN_ATTENTION_KERNEL_ROWS
+                                  : kind == RUN_TILES_PRE ? LN_ATTENTION_KERNEL_TILES
+                                                          : LN_ATTENTION_KERNEL_FUSED;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      b->s, b->temperature, NULL, LN_ATTENTION_PRECOMPUTED_S, b->out);
     case RUN_FUSED_RECOMPUTE:
@@ -124,6 +130,33 @@ static double median_ms(ln_context *ctx, run_kind kind, size_t n, const bench_bu
     return t[repeats / 2];
 }
 
+static float *download_out(ln_context *ctx, run_kind kind, size_t n, const bench_bufs *b)
+{
+    ln_status st = run_once(ctx, kind, n, b);
+    if (st)
+        die(ctx, st, run_names[kind]);
+    float *host = malloc(n * WIDTH * sizeof(float));
+    if (!host)
+        die(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "host buffer");
+    if (clEnqueueReadBuffer(ln_context_cl_queue(ctx), b->out.mem, CL_TRUE, 0,
+                            n * WIDTH * sizeof(float), host, 0, NULL, NULL) != CL_SUCCESS)
+        die(ctx, LN_ERROR_UNSUPPORTED, "reading the output");
+    return host;
+}
+
+static double kernels_differ(ln_context *ctx, size_t n, const bench_bufs *b)
+{
+    float *rows = download_out(ctx, RUN_ROWS_PRE, n, b), *tiles = download_out(ctx, RUN_TILES_PRE, n, b);
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n * WIDTH; i++) {
+        const double d = fabs((double)rows[i] - tiles[i]);
+        diff = d > diff || d != d ? d : diff; /* a NaN sticks */
+        scale = fabs((double)rows[i]) > scale ? fabs((double)rows[i]) : scale;
+    }
+    free(rows), free(tiles);
+    return scale > 0 ? diff / scale : diff;
+}
+
 int main(int argc, char **argv)
 {
     size_t ns[16] = {256, 1024, 4096};
@@ -141,9 +174,9 @@ int main(int argc, char **argv)
     ln_context_device_info(ctx, &info);
     printf("device: %s / %s\nB = 1, %d heads of %d, d = %d; median device ms after a warm-up\n\n",
            info.platform_name, info.device_name, HEADS, HEAD_DIM, D_MODEL);
-    printf("%6s %8s %12s %12s %14s %12s %10s %10s %12s\n", "n", "S GEMM", "fused S read",
-           "rows S read", "fused S recomp", "materialised", "fused/rows", "mat/rows",
-           "rows GFLOP/s");
+    printf("%6s %8s %12s %12s %12s %14s %12s %10s %10s %12s %13s %16s\n", "n", "S GEMM",
+           "fused S read", "rows S read", "tiles S read", "fused S recomp", "materialised",
+           "fused/rows", "tiles/rows", "rows GFLOP/s", "tiles GFLOP/s", "tiles-rows rel");
     uint64_t rng = 0x5eed1234abcdull;
     for (int i = 0; i < count; i++) {
         const size_t n = ns[i];
@@ -167,12 +200,17 @@ int main(int argc, char **argv)
         double ms[RUN_KINDS];
         for (int k = 0; k < RUN_KINDS; k++)
             ms[k] = median_ms(ctx, (run_kind)k, n, &b, repeats);
+        /* The two GPU kernels' outputs on the same inputs: largest
+         * difference relative to the largest output (the tests compare
+         * each with float64; this says the timed runs computed it too). */
+        const double rel = kernels_differ(ctx, n, &b);
         /* q . k and p v: 2 FLOPs per multiply-add, n^2 pairs, every column. */
         const double flops = 4.0 * (double)n * (double)n * WIDTH;
-        printf("%6zu %8.2f %12.2f %12.2f %14.2f %12.2f %10.2f %10.2f %12.1f\n", n, ms[RUN_S_GEMM],
-               ms[RUN_FUSED_PRE], ms[RUN_ROWS_PRE], ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE],
-               ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE], ms[RUN_NAIVE] / ms[RUN_ROWS_PRE],
-               flops / (ms[RUN_ROWS_PRE] * 1e6));
+        printf("%6zu %8.2f %12.2f %12.2f %12.2f %14.2f %12.2f %10.2f %10.2f %12.1f %13.1f %16.2e\n",
+               n, ms[RUN_S_GEMM], ms[RUN_FUSED_PRE], ms[RUN_ROWS_PRE], ms[RUN_TILES_PRE],
+               ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE], ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE],
+               ms[RUN_TILES_PRE] / ms[RUN_ROWS_PRE], flops / (ms[RUN_ROWS_PRE] * 1e6),
+               flops / (ms[RUN_TILES_PRE] * 1e6), rel);
         fflush(stdout);
         ln_buffer_release(ctx, qkv);
         ln_buffer_release(ctx, b.unit);

@@ -1,36 +1,47 @@
 #!/bin/bash
 # gpu_check.sh: the whole GPU check in one command, for a lent NVIDIA machine
 # whose image has CMake, python3 with CUDA PyTorch, and NVIDIA's OpenCL
-# library but none of our build dependencies (../shared/device/README.md):
-# build ln-cl against the carried packages; ln-bench with CLBlast's own GEMM
-# parameters; CLBlast's own Xgemm tuner (clblast-utils) for a fixed time at
-# the model's largest GEMM, whose best sets ln-tune then tries first at the
-# model's B = 8 GEMM shapes (keeping one only if it beats CLBlast's defaults
-# over all of them); bench/compare.py (ln-bench tuned, against PyTorch on
-# CUDA on the same card); ln-bench with every branch's attention in one
-# launch against one launch per branch, alternately (ab); then the test
-# suite on the GPU. Measurements come first, so a lease cut short still
-# brings them back.
+# library but none of our build dependencies (../shared/device/README.md).
+# Steps, in the order they run (LN_GPU_CHECK_STEPS picks; default
+# "build attn ab compare kernels test"):
+#   build    ln-cl against the carried packages;
+#   attn     attention-bench: every attention kernel at B = 1, and how far
+#            attention_tiles' output lies from attention_rows';
+#   untuned  ln-bench with CLBlast's own GEMM parameters;
+#   clblast  CLBlast's own Xgemm tuner (clblast-utils) for LN_GPU_CLBLAST_S
+#            (100) at the model's largest GEMM, whose best sets
+#   gemm     ln-tune then tries first at the model's B = 8 GEMM shapes
+#            (keeping one only if it beats CLBlast's defaults over all of
+#            them), within LN_GPU_GEMM_BUDGET (70 s);
+#   tune     ln-tune's attention tiles at B = 8 (twice on the H200 they kept
+#            the defaults);
+#   ab       ln-bench at B = 8, n = 64/1024/4096 under each of LN_GPU_AB
+#            (default "rows tiles": LN_ATTENTION_KERNEL=rows or tiles; "per":
+#            --attention-per-branch), two alternating rounds; the variant
+#            with the lower summed forward time is kept for the next step
+#            (ab_choice.txt);
+#   compare  bench/compare.py (ln-bench, and ln-run's float64 check, on that
+#            kernel) against PyTorch on CUDA on the same card;
+#   kernels  test_attention's Check case "kernels" (attention_rows and
+#            attention_tiles against float64), on its own;
+#   test     ctest on the GPU, less test_attention, Oclgrind, the fuzzers
+#            and ln-tune's CLI tests (CPU tools, or budgets that do not
+#            fit), within LN_GPU_TEST_S (140).
+# Measurements come first, so a lease cut short still brings them back.
 #
 #   ../shared/device/prepare.sh libjansson-dev libjansson4 clblast-utils
 #   cp ../shared/reference/ln_reference.py .device/
 #   device run, carry [".device"]:  bash bench/gpu_check.sh
 #
 # Steps are time-boxed (the lease is short) and one failing step does not
-# stop the next; each step's exit status is in $OUT/steps.txt.
-# LN_GPU_CHECK_STEPS picks steps (default: "build untuned clblast gemm
-# compare ab test"; "attn" (attention-bench) and "tune" (attention tiles)
-# are there to add; "attn", cold, printed nothing within 30 s on
-# 2026-11-27 and now has 90). LN_GPU_CLBLAST_S: seconds of CLBlast's tuner (100);
-# LN_GPU_GEMM_BUDGET: ln-tune's GEMM budget (70 s: CLBlast's defaults, about
-# eight sets at 3-16 s of NVIDIA build each and the mix). The default steps
-# took about 8 minutes on an H200 (2026-11-27: the tests 4 of them,
-# test_attention alone 236 s), plus the machine's start: one call within
-# its 10-minute limit, inside a 15-minute lease.
+# stop the next; each step's exit status is in $OUT/steps.txt. On an H200
+# (2026-11-27) the old default steps (build untuned clblast gemm compare ab
+# test) took about 8 minutes, the tests 4 of them (test_attention alone
+# 236 s); "attn", cold, printed nothing within 30 s and now has 90.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build untuned clblast gemm compare ab test}
+STEPS=${LN_GPU_CHECK_STEPS:-build attn ab compare kernels test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
@@ -63,7 +74,7 @@ export LN_REFERENCE=${LN_REFERENCE:-$REPO/.device/ln_reference.py}
 export PYTHONUNBUFFERED=1
 
 step build 60 bash -c "cmake -S '$REPO' -B $BUILD $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j16"
-step attn 90 "$BUILD/bench/attention-bench" 1024 4096
+step attn 75 "$BUILD/bench/attention-bench" 1024 4096
 # The forward and CLBlast's GEMM table with CLBlast's own parameters (the
 # cache directory is still empty), for the tuned-against-untuned ratio in
 # the same run.
@@ -87,21 +98,48 @@ step gemm $((${LN_GPU_GEMM_BUDGET:-70} + 15)) "$BUILD/tune/ln-tune" --shapes 8x6
 # Attention tiles at the shapes the encoder calls it with at B = 8; twice on
 # the H200 (2026-11-26) they kept the defaults, hence not a default step.
 step tune 80 "$BUILD/tune/ln-tune" --shapes 8x1024,2x4096 --kernels attention --budget 60
+# The attention variants in turn, two rounds, the same tuning for all.
+AB=${LN_GPU_AB:-rows tiles}
+step ab 110 bash -c "for r in 1 2; do for how in $AB; do
+    case \$how in per) flag=--attention-per-branch; kern= ;; *) flag=; kern=\$how ;; esac
+    LN_ATTENTION_KERNEL=\$kern '$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --repeats 10 \
+        --warmup 2 --no-gemm --json \$flag >'$OUT/ab_'\$how\$r.json || exit 1
+done; done"
+# The variant with the lowest forward time summed over the shapes and
+# rounds; per-branch runs the device's own kernel.
+choice=
+case " $STEPS " in *" ab "*) choice=$(python3 - "$OUT" $AB <<'PY' 2>>"$OUT/ab_choice.txt"
+import json, sys
+out, names = sys.argv[1], sys.argv[2:]
+total = {}
+for how in names:
+    for r in (1, 2):
+        try:
+            shapes = json.load(open("%s/ab_%s%d.json" % (out, how, r)))["shapes"]
+            total[how] = total.get(how, 0.0) + sum(s["encode_device_ms"] for s in shapes)
+        except Exception as e:
+            total[how] = float("inf")
+            print("ab_%s%d.json: %r" % (how, r, e), file=sys.stderr)
+best = min(total, key=total.get)
+print(" ".join("%s %.2f ms" % kv for kv in total.items()), "->", best, file=sys.stderr)
+print(best if total[best] < float("inf") else "")
+PY
+) ;; esac
+case "$choice" in rows | tiles | fused) export LN_ATTENTION_KERNEL=$choice ;; esac
+echo "LN_ATTENTION_KERNEL=${LN_ATTENTION_KERNEL:-} for compare" >>"$OUT/ab_choice.txt"
 step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench" \
     --repeats 10 --warmup 2 --compile-shapes 8x1024 --out "$OUT/compare.json"
-# One attention launch for every branch of a layer against one per branch
-# (ln-bench --attention-per-branch), two alternating rounds under the same
-# tuning.
-step ab 90 bash -c "for r in 1 2; do for how in one per; do
-    flag=; [ \$how = per ] && flag=--attention-per-branch
-    '$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --repeats 10 --warmup 2 --no-gemm \
-        --json \$flag >'$OUT/ab_'\$how\$r.json || exit 1
-done; done"
 # Oclgrind and the fuzzers are CPU tools; ln-tune's CLI tests run on
 # budgets (tune_cli_gemm's is 150 s) that do not fit this step, and ctest
 # would add their fixtures back if only some were left out. Everything
 # else runs on the GPU.
-step test 260 bash -c "cd $BUILD && ctest -j8 --timeout 250 --output-on-failure -E 'oclgrind|fuzz|tune_cli'"
+# test_attention's GPU kernels on their own (Check case "kernels"): the
+# whole of test_attention took 236 s there (2026-11-27), more than a lease
+# leaves beside the measurements. Then every other test.
+step kernels 120 env -u LN_ATTENTION_KERNEL CK_RUN_CASE=kernels CK_DEFAULT_TIMEOUT=110 \
+    LN_CACHE_DIR=$BUILD/ln-cache "$BUILD/tests/test_attention"
+step test ${LN_GPU_TEST_S:-140} env -u LN_ATTENTION_KERNEL bash -c "cd $BUILD && ctest -j8 \
+    --timeout ${LN_GPU_TEST_S:-140} --output-on-failure -E 'oclgrind|fuzz|tune_cli|test_attention'"
 "$BUILD/tune/ln-tune" --show >"$OUT/tuned.txt" 2>&1
 cat "$OUT/steps.txt"
 # A lease brings back at most 8 files of $OUT (2026-11-27: 18 were

@@ -804,6 +804,13 @@ int main(int argc, char **argv)
                o.warmup);
     if (!o.json && o.per_branch)
         printf("attention launched branch by branch (--attention-per-branch)\n");
+    /* LN_ATTENTION_KERNEL (src/context.c) picks it; ln_attention_kernel's order. */
+    static const char *const attention_kernels[] = {"auto", "fused", "rows", "tiles"};
+    const char *attention_kernel = ctx->params.attn_kernel >= 0 && ctx->params.attn_kernel < 4
+                                       ? attention_kernels[ctx->params.attn_kernel]
+                                       : "?";
+    if (!o.json && ctx->params.attn_kernel != LN_ATTENTION_KERNEL_AUTO)
+        printf("attention kernel: %s (LN_ATTENTION_KERNEL)\n", attention_kernel);
 
     static shape_result shapes[MAX_LIST * MAX_LIST];
     int n_shapes = 0;
@@ -886,6 +893,7 @@ int main(int argc, char **argv)
             o.model_path ? o.model_path : "seeded", "repeats", o.repeats, "warmup", o.warmup,
             "profile_runs", o.profile_runs, "attention_per_branch", (int)o.per_branch, "shapes",
             sh, "gemm", gm);
+        json_object_set_new(root, "attention_kernel", json_string(attention_kernel));
         json_object_set_new(root, "launch_us",
                             json_pack("{s:f, s:f}", "with_finish", launch_sync_us,
                                       "back_to_back", launch_stream_us));

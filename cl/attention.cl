@@ -131,6 +131,43 @@ static uint kv_length(__global const int *lengths, const uint has_lengths, const
     return has_lengths ? (uint)clamp(lengths[b], 1, (int)n) : n;
 }
 
+/* Where head h's q, k, v and output columns start and their leading
+ * dimensions, for attention_rows and attention_tiles: from the head table
+ * (every branch of a layer in one launch; see attention_rows) or, for one
+ * branch, h * ATTN_HEAD_DIM of the views given. Uniform over a work-group. */
+typedef struct head_view {
+    uint qc, kc, vc, oc, ldq, ldk, ldv, ldo;
+} head_view;
+
+static head_view head_columns(__global const uint *head_table, const uint has_table,
+                              const uint rows, const uint h, const uint q_off, const uint ldq,
+                              const uint k_off, const uint ldk, const uint v_off, const uint ldv,
+                              const uint out_off, const uint ldo)
+{
+    head_view hv;
+    if (has_table) {
+        const uint w = head_table[4 * h + 1], column = head_table[4 * h + 3];
+        hv.qc = q_off + rows * head_table[4 * h] + column;
+        hv.kc = hv.qc + w;
+        hv.vc = hv.qc + 2 * w;
+        hv.oc = out_off + rows * head_table[4 * h + 2] + column;
+        hv.ldq = hv.ldk = hv.ldv = 3 * w;
+        hv.ldo = w;
+    } else {
+        hv.qc = q_off + h * ATTN_HEAD_DIM;
+        hv.kc = k_off + h * ATTN_HEAD_DIM;
+        hv.vc = v_off + h * ATTN_HEAD_DIM;
+        hv.oc = out_off + h * ATTN_HEAD_DIM;
+        hv.ldq = ldq, hv.ldk = ldk, hv.ldv = ldv, hv.ldo = ldo;
+    }
+    return hv;
+}
+
+/* A build with ATTN_TILES holds attention_tiles alone, any other build
+ * every other kernel: Oclgrind adds up all kernel-scope __local arrays of
+ * a program against its 32 KiB, and attention_tiles' take most of it. */
+#ifndef ATTN_TILES
+
 __kernel __attribute__((reqd_work_group_size(ATTN_WG, 1, 1)))
 void attention_fused(const uint n, const uint heads, const uint d,
                      __global const float *q, const uint q_off, const uint ldq,
@@ -398,21 +435,10 @@ void attention_rows(const uint n,
     const uint last = kv_len - 1;
     /* Surplus work-items (queries past n) compute on row n - 1 and store nothing. */
     const uint qi = min(q0 + lid, n - 1);
-    uint qc, kc, vc, oc, ldq_h = ldq, ldk_h = ldk, ldv_h = ldv, ldo_h = ldo;
-    if (has_table) { /* uniform over the work-group */
-        const uint w = head_table[4 * h + 1], column = head_table[4 * h + 3];
-        qc = q_off + rows * head_table[4 * h] + column;
-        kc = qc + w;
-        vc = qc + 2 * w;
-        oc = out_off + rows * head_table[4 * h + 2] + column;
-        ldq_h = ldk_h = ldv_h = 3 * w;
-        ldo_h = w;
-    } else {
-        qc = q_off + h * ATTN_HEAD_DIM;
-        kc = k_off + h * ATTN_HEAD_DIM;
-        vc = v_off + h * ATTN_HEAD_DIM;
-        oc = out_off + h * ATTN_HEAD_DIM;
-    }
+    const head_view hv = head_columns(head_table, has_table, rows, h, q_off, ldq, k_off, ldk,
+                                      v_off, ldv, out_off, ldo);
+    const uint qc = hv.qc, kc = hv.kc, vc = hv.vc, oc = hv.oc;
+    const uint ldq_h = hv.ldq, ldk_h = hv.ldk, ldv_h = hv.ldv, ldo_h = hv.ldo;
 
     float qv[ATTN_HEAD_DIM], acc[ATTN_HEAD_DIM];
     __global const float *qrow = q + qc + (row0 + qi) * ldq_h;
@@ -545,3 +571,228 @@ __kernel void attention_naive_softmax(const uint n, const uint heads, const uint
         for (uint j = lid; j < n; j += wg)
             lr[j] = j < kv_len ? lr[j] * inv : 0.0f;
 }
+
+#endif /* !ATTN_TILES */
+
+#ifdef ATTN_TILES
+/* ---- attention_tiles: register tiles of 4 queries x 4 keys, for GPUs ----
+ *
+ * attention_rows gives a work-item one query: each k or v element it
+ * loads from local memory feeds one multiply-add (17 local loads per 64
+ * FMAs per key at head_dim 32), and on an H200 it ran at 15-18 TFLOP/s,
+ * about a quarter of fp32 peak. Two queries per work-item there doubled its
+ * registers and was slower. Here the work-group's ATTN_TILES_Q queries x 32
+ * keys of logits, and its queries x head_dim numerators, are split into
+ * register blocks as a GEMM would split them: a work-item holds 4 queries
+ * x 4 keys of logits and 4 queries x head_dim / 8 columns of numerators,
+ * so a 16-byte local load feeds 4-16 multiply-adds (8 local loads per 64
+ * FMAs), with fewer registers than attention_rows (no q row or head_dim
+ * numerators per query).
+ *
+ * A work-item's queries are the same in both blocks (tq = lid % TL_QG),
+ * so the softmax state of its 4 queries lives in its registers. The 8
+ * work-items that share a query (g = lid / TL_QG: its 4 keys of the tile,
+ * then its head_dim / 8 columns) each hold the running max, computed
+ * identically from the same partial maxima in local memory, and a partial
+ * running sum over their own keys, added up at the end. Three barriers per
+ * key tile: the k and v tiles are staged; the partial maxima are written;
+ * the probabilities are written.
+ *
+ * Same arguments, grid and head table as attention_rows, with 2 x
+ * ATTN_TILES_Q work-items per group. ATTN_HEAD_DIM is a multiple of 8. */
+#define TL_Q ATTN_TILES_Q         /* queries per work-group */
+#define TL_QG (TL_Q / 4)          /* query blocks of 4 */
+#define TL_K 32                   /* keys per tile: 8 blocks of 4 */
+#define TL_WG (8 * TL_QG)         /* work-items */
+#define TL_HD ATTN_HEAD_DIM
+#define TL_DPT (TL_HD / 8)        /* numerator columns per work-item */
+/* Row strides padded by 4 floats (16-byte aligned rows): the two query or
+ * key blocks a warp's half-warps read then lie in different banks. */
+#define TL_QST (TL_Q + 4)
+#define TL_KST (TL_HD + 4)
+
+__kernel __attribute__((reqd_work_group_size(TL_WG, 1, 1)))
+void attention_tiles(const uint n,
+                     __global const float *q, const uint q_off, const uint ldq,
+                     __global const float *k, const uint k_off, const uint ldk,
+                     __global const float *v, const uint v_off, const uint ldv,
+                     __global const uint *head_table, /* [heads][3 c_k, w_k, c_k, column] */
+                     const uint has_table, const uint rows,
+                     __global const float *sim, /* S [B, n, n] */
+                     __global const float *temperature,
+                     __global const int *lengths, const uint has_lengths,
+                     const float scale,
+                     __global float *out, const uint out_off, const uint ldo,
+                     const uint b0)
+{
+    __local float q_t[TL_HD * TL_QST] __attribute__((aligned(16))); /* [column][query], scaled */
+    __local float k_t[TL_K * TL_KST] __attribute__((aligned(16))); /* [key][column] */
+    __local float v_t[TL_K * TL_HD] __attribute__((aligned(16)));  /* [key][column] */
+    __local float p_t[TL_K * TL_QST] __attribute__((aligned(16))); /* [key][query] */
+    __local float part[8 * TL_QST] __attribute__((aligned(16)));   /* [g][query] */
+
+    const uint lid = get_local_id(0);
+    const uint tq = lid % TL_QG, g = lid / TL_QG;
+    const uint q0 = get_group_id(0) * TL_Q;
+    const uint h = get_group_id(1);
+    const uint b = b0 + get_group_id(2);
+    const uint row0 = b * n;
+    const uint kv_len = kv_length(lengths, has_lengths, b, n);
+    const uint last = kv_len - 1;
+    const head_view hv = head_columns(head_table, has_table, rows, h, q_off, ldq, k_off, ldk,
+                                      v_off, ldv, out_off, ldo);
+    const uint qc = hv.qc, kc = hv.kc, vc = hv.vc, oc = hv.oc;
+    const uint ldq_h = hv.ldq, ldk_h = hv.ldk, ldv_h = hv.ldv, ldo_h = hv.ldo;
+
+    /* The query tile, transposed and scaled once. Queries past n take row
+     * n - 1 and store nothing. */
+    for (uint e = lid; e < TL_Q * TL_HD; e += TL_WG) {
+        const uint i = e / TL_HD, c = e % TL_HD;
+        q_t[c * TL_QST + i] = q[qc + (row0 + min(q0 + i, n - 1)) * ldq_h + c] * scale;
+    }
+    /* This work-item's S rows: queries 4 tq .. 4 tq + 3. */
+    __global const float *srow[4];
+#pragma unroll
+    for (uint qq = 0; qq < 4; qq++)
+        srow[qq] = sim + (row0 + min(q0 + 4 * tq + qq, n - 1)) * n;
+
+    const float t = temperature[h];
+    float run_max[4], run_sum[4], acc[4 * TL_DPT]; /* [query][column] */
+#pragma unroll
+    for (uint qq = 0; qq < 4; qq++) {
+        run_max[qq] = ATTN_MASKED;
+        run_sum[qq] = 0.0f;
+    }
+#pragma unroll
+    for (uint e = 0; e < 4 * TL_DPT; e++)
+        acc[e] = 0.0f;
+
+    for (uint j0 = 0; j0 < kv_len; j0 += TL_K) { /* uniform: kv_len is per group */
+        barrier(CLK_LOCAL_MEM_FENCE); /* the previous tile is consumed (and q_t staged) */
+        /* Keys past kv_len read the last valid row; their logits are masked. */
+        for (uint e = lid; e < TL_K * (TL_HD / 4); e += TL_WG) {
+            const uint j = e / (TL_HD / 4), c4 = e % (TL_HD / 4);
+            const uint row = row0 + min(j0 + j, last);
+            vstore4(vload4(c4, k + kc + row * ldk_h), 0, k_t + j * TL_KST + 4 * c4);
+            vstore4(vload4(c4, v + vc + row * ldv_h), e, v_t);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* Logits of queries 4 tq + qq and keys 4 g + kk: l[qq * 4 + kk]. */
+        float l[16];
+#pragma unroll
+        for (uint e = 0; e < 16; e++)
+            l[e] = 0.0f;
+#pragma unroll
+        for (uint c = 0; c < TL_HD; c += 4) {
+            const float4 qa0 = vload4(0, q_t + (c + 0) * TL_QST + 4 * tq);
+            const float4 qa1 = vload4(0, q_t + (c + 1) * TL_QST + 4 * tq);
+            const float4 qa2 = vload4(0, q_t + (c + 2) * TL_QST + 4 * tq);
+            const float4 qa3 = vload4(0, q_t + (c + 3) * TL_QST + 4 * tq);
+            const float qa[16] = {qa0.x, qa0.y, qa0.z, qa0.w, qa1.x, qa1.y, qa1.z, qa1.w,
+                                  qa2.x, qa2.y, qa2.z, qa2.w, qa3.x, qa3.y, qa3.z, qa3.w};
+#pragma unroll
+            for (uint kk = 0; kk < 4; kk++) {
+                const float4 kb = vload4(0, k_t + (4 * g + kk) * TL_KST + c);
+#pragma unroll
+                for (uint qq = 0; qq < 4; qq++) {
+                    float x = l[qq * 4 + kk];
+                    x = MADD(qa[qq], kb.x, x);
+                    x = MADD(qa[4 + qq], kb.y, x);
+                    x = MADD(qa[8 + qq], kb.z, x);
+                    l[qq * 4 + kk] = MADD(qa[12 + qq], kb.w, x);
+                }
+            }
+        }
+        float m[4];
+#pragma unroll
+        for (uint qq = 0; qq < 4; qq++) {
+            m[qq] = ATTN_MASKED;
+#pragma unroll
+            for (uint kk = 0; kk < 4; kk++) {
+                const uint j = j0 + 4 * g + kk;
+                const float x = MADD(t, srow[qq][min(j, last)], l[qq * 4 + kk]);
+                l[qq * 4 + kk] = j < kv_len ? x : ATTN_MASKED;
+                m[qq] = fmax(m[qq], l[qq * 4 + kk]);
+            }
+        }
+        vstore4((float4)(m[0], m[1], m[2], m[3]), 0, part + g * TL_QST + 4 * tq);
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* The tile's max over all 8 key blocks; the tile holds key j0 <
+         * kv_len, so it is a real logit and the empty initial state gets
+         * weight exp(MASKED - max) = 0. */
+#pragma unroll
+        for (uint qq = 0; qq < 4; qq++)
+            m[qq] = run_max[qq];
+#pragma unroll
+        for (uint gg = 0; gg < 8; gg++) {
+            const float4 x = vload4(0, part + gg * TL_QST + 4 * tq);
+            m[0] = fmax(m[0], x.x);
+            m[1] = fmax(m[1], x.y);
+            m[2] = fmax(m[2], x.z);
+            m[3] = fmax(m[3], x.w);
+        }
+        float r[4];
+#pragma unroll
+        for (uint qq = 0; qq < 4; qq++) {
+            r[qq] = exp(run_max[qq] - m[qq]);
+            run_max[qq] = m[qq];
+            run_sum[qq] *= r[qq];
+        }
+#pragma unroll
+        for (uint kk = 0; kk < 4; kk++) {
+            float p[4];
+#pragma unroll
+            for (uint qq = 0; qq < 4; qq++) {
+                p[qq] = exp(l[qq * 4 + kk] - m[qq]);
+                run_sum[qq] += p[qq];
+            }
+            vstore4((float4)(p[0], p[1], p[2], p[3]), 0, p_t + (4 * g + kk) * TL_QST + 4 * tq);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        /* Numerators of queries 4 tq + qq, columns g * TL_DPT + dd. */
+#pragma unroll
+        for (uint qq = 0; qq < 4; qq++)
+#pragma unroll
+            for (uint dd = 0; dd < TL_DPT; dd++)
+                acc[qq * TL_DPT + dd] *= r[qq];
+        for (uint j = 0; j < TL_K; j++) {
+            const float4 p = vload4(0, p_t + j * TL_QST + 4 * tq);
+            __local const float *vj = v_t + j * TL_HD + g * TL_DPT;
+#pragma unroll
+            for (uint dd = 0; dd < TL_DPT; dd++) {
+                const float x = vj[dd];
+                acc[0 * TL_DPT + dd] = MADD(p.x, x, acc[0 * TL_DPT + dd]);
+                acc[1 * TL_DPT + dd] = MADD(p.y, x, acc[1 * TL_DPT + dd]);
+                acc[2 * TL_DPT + dd] = MADD(p.z, x, acc[2 * TL_DPT + dd]);
+                acc[3 * TL_DPT + dd] = MADD(p.w, x, acc[3 * TL_DPT + dd]);
+            }
+        }
+    }
+
+    /* Every read of part happened before the last tile's third barrier. */
+    vstore4((float4)(run_sum[0], run_sum[1], run_sum[2], run_sum[3]), 0,
+            part + g * TL_QST + 4 * tq);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (uint gg = 0; gg < 8; gg++) {
+        const float4 x = vload4(0, part + gg * TL_QST + 4 * tq);
+        sum[0] += x.x;
+        sum[1] += x.y;
+        sum[2] += x.z;
+        sum[3] += x.w;
+    }
+#pragma unroll
+    for (uint qq = 0; qq < 4; qq++)
+        if (q0 + 4 * tq + qq < n) {
+            __global float *orow = out + oc + (row0 + q0 + 4 * tq + qq) * ldo_h + g * TL_DPT;
+            const float inv = 1.0f / sum[qq]; /* >= 1: the row's max contributes exp(0) */
+#pragma unroll
+            for (uint dd = 0; dd < TL_DPT; dd++)
+                orow[dd] = acc[qq * TL_DPT + dd] * inv;
+        }
+}
+#endif /* ATTN_TILES */

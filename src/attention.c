@@ -22,6 +22,7 @@
  * build of attention_fused (cl/attention.cl explains each). */
 typedef struct attn_plan {
     bool recompute;
+    bool tiles; /* attention_tiles rather than attention_rows */
     size_t tile_q, tile_k, chunk_d, vec, block, wg;
 } attn_plan;
 
@@ -112,7 +113,14 @@ bool ln_attention_uses_rows(const ln_context *ctx, const ln_params *p, size_t he
     if (recompute || head_dim % 4 != 0 || head_dim > ROWS_MAX_HEAD_DIM)
         return false;
     return p->attn_kernel == LN_ATTENTION_KERNEL_ROWS ||
+           p->attn_kernel == LN_ATTENTION_KERNEL_TILES ||
            (p->attn_kernel == LN_ATTENTION_KERNEL_AUTO && ctx->info.is_gpu);
+}
+
+/* attention_tiles splits head_dim into 8 column blocks and loads 4 at a time. */
+static bool uses_tiles(const ln_params *p, size_t head_dim)
+{
+    return p->attn_kernel == LN_ATTENTION_KERNEL_TILES && head_dim % 8 == 0;
 }
 
 static size_t rows_local_floats(size_t tile_q, size_t tile_k, size_t head_dim)
@@ -120,9 +128,21 @@ static size_t rows_local_floats(size_t tile_q, size_t tile_k, size_t head_dim)
     return 2 * tile_k * head_dim + tile_q * (tile_k + 1); /* k and v tiles, padded S tile */
 }
 
+/* attention_tiles' 32-key tiles: q_t, k_t, v_t, p_t and part, as declared in
+ * cl/attention.cl. */
+#define TILES_KEYS 32
+#define TILES_MAX_Q 64
+static size_t tiles_local_floats(size_t tile_q, size_t head_dim)
+{
+    return head_dim * (tile_q + 4) + TILES_KEYS * (head_dim + 4) + TILES_KEYS * head_dim +
+           TILES_KEYS * (tile_q + 4) + 8 * (tile_q + 4);
+}
+
 size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,
                                  size_t head_dim, size_t d, bool recompute)
 {
+    if (ln_attention_uses_rows(ctx, p, head_dim, recompute) && uses_tiles(p, head_dim))
+        return tiles_local_floats(TILES_MAX_Q, head_dim);
     if (ln_attention_uses_rows(ctx, p, head_dim, recompute))
         return rows_local_floats(p->attn_tile_q, p->attn_tile_k, head_dim);
     attn_plan plan = {.recompute = recompute, .tile_q = p->attn_tile_q, .tile_k = p->attn_tile_k,
@@ -139,6 +159,30 @@ static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op,
                            attn_plan *p)
 {
     *p = (attn_plan){0};
+    if (uses_tiles(tp, head_dim)) {
+        /* 4 queries per work-item and 8 work-items per 4 queries: the
+         * query tile halves until the tiles fit local memory and the group
+         * the device. */
+        p->tiles = true;
+        p->tile_q = TILES_MAX_Q;
+        p->tile_k = TILES_KEYS;
+        while (p->tile_q > 4 &&
+               ((uint64_t)tiles_local_floats(p->tile_q, head_dim) * sizeof(float) >
+                    ctx->info.local_mem_bytes ||
+                2 * p->tile_q > ctx->info.max_work_group_size))
+            p->tile_q /= 2;
+        if ((uint64_t)tiles_local_floats(p->tile_q, head_dim) * sizeof(float) >
+                ctx->info.local_mem_bytes ||
+            2 * p->tile_q > ctx->info.max_work_group_size)
+            return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                           "%s: attention_tiles at head_dim %zu needs %zu bytes of local "
+                           "memory and 8 work-items; the device has %llu and %zu",
+                           op, head_dim, tiles_local_floats(4, head_dim) * sizeof(float),
+                           (unsigned long long)ctx->info.local_mem_bytes,
+                           ctx->info.max_work_group_size);
+        p->wg = 2 * p->tile_q;
+        return LN_SUCCESS;
+    }
     p->tile_q = tp->attn_tile_q ? tp->attn_tile_q : 1;
     p->tile_k = tp->attn_tile_k ? tp->attn_tile_k : 1;
     if (p->tile_q > ctx->info.max_work_group_size)
@@ -166,15 +210,28 @@ static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_
 {
     for (;;) {
         char options[160];
-        snprintf(options, sizeof(options),
-                 "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu -DATTN_FMA=%d", p->tile_q,
-                 p->tile_k, head_dim, ctx->fp32_fma ? 1 : 0);
-        ln_status st = ln_kernel_get(ctx, "attention", options, "attention_rows", out);
+        if (p->tiles)
+            snprintf(options, sizeof(options),
+                     "-DATTN_TILES=1 -DATTN_TILES_Q=%zu -DATTN_HEAD_DIM=%zu -DATTN_FMA=%d",
+                     p->tile_q, head_dim, ctx->fp32_fma ? 1 : 0);
+        else
+            snprintf(options, sizeof(options),
+                     "-DROWS_TILE_Q=%zu -DROWS_TILE_K=%zu -DATTN_HEAD_DIM=%zu -DATTN_FMA=%d",
+                     p->tile_q, p->tile_k, head_dim, ctx->fp32_fma ? 1 : 0);
+        ln_status st = ln_kernel_get(ctx, "attention", options,
+                                     p->tiles ? "attention_tiles" : "attention_rows", out);
         if (st)
             return st;
         if (ln_kernel_wg_size(ctx, *out, p->wg, false) >= p->wg)
             return LN_SUCCESS;
-        p->tile_q = p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
+        if (p->tiles) {
+            if (p->tile_q <= 4)
+                return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
+                               "attention_tiles: the device runs fewer than 8 work-items of it");
+            p->tile_q /= 2;
+            p->wg = 2 * p->tile_q;
+        } else
+            p->tile_q = p->wg = ln_kernel_wg_size(ctx, *out, p->wg, true);
     }
 }
 
@@ -201,7 +258,7 @@ typedef struct rows_args {
 
 static ln_status enqueue_rows(ln_context *ctx, const char *op, cl_kernel kern, const rows_args *a,
                               size_t batch, size_t n, size_t heads, size_t head_dim,
-                              size_t tile_q)
+                              const attn_plan *plan)
 {
     const cl_uint un = (cl_uint)n, has_table = a->head_table != NULL,
                   has_lengths = a->lengths != NULL;
@@ -218,8 +275,8 @@ static ln_status enqueue_rows(ln_context *ctx, const char *op, cl_kernel kern, c
         if (st)
             return st;
         const size_t slice = batch - b0 < ROWS_MAX_GROUPS_YZ ? batch - b0 : ROWS_MAX_GROUPS_YZ;
-        const size_t global[3] = {(n + tile_q - 1) / tile_q * tile_q, heads, slice};
-        const size_t local[3] = {tile_q, 1, 1};
+        const size_t global[3] = {(n + plan->tile_q - 1) / plan->tile_q * plan->wg, heads, slice};
+        const size_t local[3] = {plan->wg, 1, 1};
         if ((st = ln_enqueue(ctx, kern, 3, global, local, op)))
             return st;
     }
@@ -239,7 +296,7 @@ static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *t
     const rows_args a = {q.mem, (cl_uint)q.offset, (cl_uint)q.ld, k.mem, (cl_uint)k.offset,
                          (cl_uint)k.ld, v.mem, (cl_uint)v.offset, (cl_uint)v.ld, NULL, 0, s,
                          temperature, lengths, out.mem, (cl_uint)out.offset, (cl_uint)out.ld};
-    return enqueue_rows(ctx, op, kern, &a, batch, n, width / head_dim, head_dim, plan.tile_q);
+    return enqueue_rows(ctx, op, kern, &a, batch, n, width / head_dim, head_dim, &plan);
 }
 
 /* Builds attention_fused for the plan. The kernel declares its work-group
@@ -636,7 +693,7 @@ ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, s
                                  .temperature = layer->all_temperature,
                                  .lengths = lengths,
                                  .out = out};
-            st = enqueue_rows(ctx, op, kern, &a, batch, n, heads, head_dim, plan.tile_q);
+            st = enqueue_rows(ctx, op, kern, &a, batch, n, heads, head_dim, &plan);
         }
     }
     ln_buffer_release(ctx, own_s);

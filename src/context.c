@@ -249,6 +249,21 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
         }
         ctx->device_bytes_cap = (uint64_t)mb << 20;
     }
+    /* Which fused attention kernel runs, for comparing them on a device
+     * (bench/gpu_check.sh) without rebuilding: ln_attention_kernel's order. */
+    static const char *const attention_kernels[] = {"auto", "fused", "rows", "tiles"};
+    const char *kernel = getenv("LN_ATTENTION_KERNEL");
+    if (kernel && *kernel) {
+        int k = 0;
+        while (k < 4 && strcmp(kernel, attention_kernels[k]) != 0)
+            k++;
+        if (k == 4) {
+            ln_context_destroy(ctx);
+            return ln_fail(NULL, LN_ERROR_INVALID_ARGUMENT,
+                           "LN_ATTENTION_KERNEL=\"%s\" is not auto, fused, rows or tiles", kernel);
+        }
+        ctx->params.attn_kernel = k;
+    }
     ln_tune_context_load(ctx);
     *out = ctx;
     return LN_SUCCESS;

@@ -31,11 +31,13 @@ typedef struct ln_params {
 
 /* The kernels of the fused attention path (cl/attention.cl): AUTO takes
  * attention_rows on a GPU when S is precomputed and head_dim allows it,
- * else attention_fused. */
+ * else attention_fused. TILES: attention_tiles where head_dim allows it
+ * (a multiple of 8), else attention_rows; it reads S like them. */
 typedef enum ln_attention_kernel {
     LN_ATTENTION_KERNEL_AUTO = 0,
     LN_ATTENTION_KERNEL_FUSED = 1,
     LN_ATTENTION_KERNEL_ROWS = 2,
+    LN_ATTENTION_KERNEL_TILES = 3,
 } ln_attention_kernel;
 
 typedef struct ln_program_entry {

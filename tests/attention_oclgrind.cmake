@@ -2,8 +2,9 @@
 # (Check case "oclgrind": S recomputed in the kernel, and the precomputed-S
 # kernel reading an S uploaded from the host; no CLBlast) under Oclgrind, a
 # strict OpenCL 1.2 simulator, checking for out-of-bounds accesses, data
-# races, uninitialized values and API misuse; also one layer of two branches
-# in one launch of attention_rows. About 20 s on a 2-core CPU.
+# races, uninitialized values and API misuse, for attention_fused,
+# attention_rows and attention_tiles; also one layer of two branches in one
+# launch of each GPU kernel. About 35 s on a 2-core CPU.
 # Included by tests/CMakeLists.txt after the test_* targets exist.
 find_program(LN_OCLGRIND oclgrind)
 if(NOT LN_OCLGRIND)

@@ -264,9 +264,11 @@ static void download(ln_context *ctx, cl_mem m, void *data, size_t bytes)
     ck_assert_msg(err == CL_SUCCESS, "clEnqueueReadBuffer: %d", (int)err);
 }
 
-/* The fused path's kernel choices: the device's own (AUTO) and
- * attention_rows forced, so a CPU runs the GPU kernel too. */
-static const int kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS};
+/* The fused path's kernel choices: the device's own (AUTO), and
+ * attention_rows and attention_tiles forced, so a CPU runs the GPU
+ * kernels too. */
+static const int kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS,
+                              LN_ATTENTION_KERNEL_TILES};
 
 START_TEST(attention_strided_views)
 {
@@ -464,7 +466,8 @@ START_TEST(attention_small_without_clblast)
 {
     /* Small enough for Oclgrind: S recomputed in the kernel, then the
      * precomputed-S kernel reading an S made here on the host. Looped over
-     * `kernels`, so Oclgrind checks attention_rows as well. */
+     * `kernels`, so Oclgrind checks attention_rows and attention_tiles as
+     * well. */
     ln_context *ctx = tu_context();
     ctx->params.attn_kernel = kernels[_i];
     uint64_t rng = tu_seed() + 20;
@@ -537,6 +540,61 @@ START_TEST(attention_rows_kernel_matches_float64)
     problem p;
     problem_make(&p, 65537, 1, 32, 32, 8, -2.0f, 3.0f, false, &rng);
     check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, "attention_rows, 65537 sequences");
+    problem_free(&p);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(attention_tiles_kernel_matches_float64)
+{
+    /* attention_tiles forced, S precomputed: n around its 4-query blocks,
+     * 64-query and 32-key tiles, padding, head_dim 8 to 64 (column blocks
+     * of 1 to 8; 12 falls back to attention_rows, 96 to attention_fused),
+     * and the query tile halved to fit a small local memory. */
+    static const size_t ns[] = {1, 3, 33, 64, 67, 130};
+    static const size_t head_dims[] = {32, 8, 64, 24, 16, 12, 96};
+    ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = LN_ATTENTION_KERNEL_TILES;
+    const uint64_t local_bytes = ctx->info.local_mem_bytes;
+    uint64_t rng = tu_seed() + 25;
+    for (size_t hi = 0; hi < sizeof(head_dims) / sizeof(head_dims[0]); hi++) {
+        const size_t hd = head_dims[hi];
+        ck_assert(ln_attention_uses_rows(ctx, &ctx->params, hd, false) == (hd <= 64));
+        for (size_t ni = hi % 2; ni < sizeof(ns) / sizeof(ns[0]); ni += 2) {
+            /* Every third shape with local memory for a 16-query tile only. */
+            ctx->info.local_mem_bytes =
+                ni % 3 == 2 ? 4 * (20 * hd + 32 * (hd + 4) + 32 * hd + 32 * 20 + 8 * 20)
+                            : local_bytes;
+            problem p;
+            const bool padded = ni % 2 == 0;
+            problem_make(&p, padded ? 3 : 2, ns[ni], 2 * hd, hd, 40, -2.0f, 3.0f, padded, &rng);
+            char what[64];
+            snprintf(what, sizeof(what), "attention_tiles, head_dim %zu, local %llu", hd,
+                     (unsigned long long)ctx->info.local_mem_bytes);
+            check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, what);
+            problem_free(&p);
+        }
+    }
+    ctx->info.local_mem_bytes = local_bytes;
+    /* Slices of 65535 sequences, as for attention_rows. */
+    problem p;
+    problem_make(&p, 65537, 1, 32, 32, 8, -2.0f, 3.0f, false, &rng);
+    check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, "attention_tiles, 65537 sequences");
+    problem_free(&p);
+    /* A local memory too small even for 4-query tiles is named. */
+    ctx->info.local_mem_bytes = 1024;
+    problem_make(&p, 1, 5, 32, 32, 8, -2.0f, 3.0f, false, &rng);
+    const size_t rows = p.batch * p.n;
+    cl_mem dq = upload(ctx, p.q, rows * 32 * sizeof(float));
+    cl_mem ds = upload(ctx, p.q, 25 * sizeof(float));
+    cl_mem dt = upload(ctx, p.temperature, sizeof(float));
+    const ln_dmat m = ln_dmat_of(dq, 32);
+    tu_assert_status(ctx, ln_semantic_attention(ctx, 1, 5, 32, 32, 8, m, m, m, NULL, ds, dt, NULL,
+                                                LN_ATTENTION_PRECOMPUTED_S, m),
+                     LN_ERROR_UNSUPPORTED);
+    ck_assert_msg(strstr(ln_last_error(ctx), "attention_tiles") != NULL, "names the kernel: %s",
+                  ln_last_error(ctx));
+    clReleaseMemObject(dq), clReleaseMemObject(ds), clReleaseMemObject(dt);
     problem_free(&p);
     ln_context_destroy(ctx);
 }
@@ -665,8 +723,8 @@ END_TEST
 
 START_TEST(attention_layer_small_without_clblast)
 {
-    /* Small enough for Oclgrind: attention_rows for a whole layer (and
-     * the per-branch paths) on S made on the host. */
+    /* Small enough for Oclgrind: attention_rows and attention_tiles for a
+     * whole layer (and the per-branch paths) on S made on the host. */
     static const size_t widths[] = {32, 64};
     ln_context *ctx = tu_context();
     uint64_t rng = tu_seed() + 24;
@@ -734,16 +792,21 @@ int main(void)
     tcase_add_test(tc, attention_zero_temperature_is_sdpa);
     tcase_add_test(tc, attention_negative_temperature);
     tcase_add_test(tc, attention_tiles_fit_small_local_memory);
-    tcase_add_loop_test(tc, attention_strided_views, 0, 2);
-    tcase_add_test(tc, attention_rows_kernel_matches_float64);
-    tcase_add_test(tc, attention_layer_matches_float64);
     tcase_add_test(tc, attention_layer_rejects_bad_input);
     tcase_add_test(tc, attention_long_sequence_in_linear_memory);
     tcase_add_test(tc, attention_resolves_mode_by_budget);
     tcase_add_test(tc, attention_rejects_bad_input);
     suite_add_tcase(s, tc);
+    /* The GPU kernels forced (a case of its own, so that bench/gpu_check.sh
+     * can run it first on a short lease). */
+    TCase *kernels = tcase_create("kernels");
+    tcase_add_loop_test(kernels, attention_strided_views, 0, 3);
+    tcase_add_test(kernels, attention_rows_kernel_matches_float64);
+    tcase_add_test(kernels, attention_tiles_kernel_matches_float64);
+    tcase_add_test(kernels, attention_layer_matches_float64);
+    suite_add_tcase(s, kernels);
     TCase *small = tcase_create("oclgrind");
-    tcase_add_loop_test(small, attention_small_without_clblast, 0, 2);
+    tcase_add_loop_test(small, attention_small_without_clblast, 0, 3);
     tcase_add_test(small, attention_layer_small_without_clblast);
     suite_add_tcase(s, small);
     return tu_run(s);

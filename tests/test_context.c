@@ -1,7 +1,9 @@
 /*
  * test_context.c: device listing and selection, the context's lifecycle,
- * device-memory accounting and its cap (src/context.c).
+ * device-memory accounting and its cap, the attention kernel chosen by
+ * LN_ATTENTION_KERNEL (src/context.c).
  */
+#include "internal.h"
 #include "test_util.h"
 
 #include <stdbool.h>
@@ -129,6 +131,31 @@ START_TEST(device_memory_is_counted_and_capped)
 }
 END_TEST
 
+/* LN_ATTENTION_KERNEL picks the fused attention kernel; anything else is
+ * refused by name. */
+START_TEST(honours_ln_attention_kernel)
+{
+    static const struct { const char *value; int kernel; } ok[] = {
+        {"auto", LN_ATTENTION_KERNEL_AUTO},
+        {"fused", LN_ATTENTION_KERNEL_FUSED},
+        {"rows", LN_ATTENTION_KERNEL_ROWS},
+        {"tiles", LN_ATTENTION_KERNEL_TILES},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        setenv("LN_ATTENTION_KERNEL", ok[i].value, 1);
+        ln_context *ctx = tu_context();
+        ck_assert_int_eq(ctx->params.attn_kernel, ok[i].kernel);
+        ln_context_destroy(ctx);
+    }
+    setenv("LN_ATTENTION_KERNEL", "tile", 1);
+    ln_context *bad = NULL;
+    tu_assert_status(NULL, ln_context_create(NULL, &bad), LN_ERROR_INVALID_ARGUMENT);
+    ck_assert_ptr_null(bad);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(NULL), "LN_ATTENTION_KERNEL=\"tile\""));
+    unsetenv("LN_ATTENTION_KERNEL");
+}
+END_TEST
+
 /* On PoCL, context creation sets POCL_EXTRA_BUILD_FLAGS for CLBlast's
  * vector kernels (src/gemm_tuning.c) unless the user set it or
  * LN_POCL_VECTOR_MAD=0; elsewhere it touches nothing. Checked on the
@@ -199,6 +226,7 @@ int main(void)
     tcase_add_test(tc, honours_ln_device);
     tcase_add_test(tc, null_handles_are_safe);
     tcase_add_test(tc, device_memory_is_counted_and_capped);
+    tcase_add_test(tc, honours_ln_attention_kernel);
     tcase_add_test(tc, pocl_build_flag_set_when_unset);
     tcase_add_test(tc, pocl_build_flag_user_value_kept);
     tcase_add_test(tc, pocl_build_flag_opt_out);

@@ -225,6 +225,15 @@ static const model_case cases[] = {
      LN_ATTENTION_KERNEL_ROWS, false},
     {"d192 2 layers, rows kernel, per branch", SMALL_CFG, 2, 41, true, true, false, false,
      LN_ATTENTION_KERNEL_ROWS, true},
+    /* attention_tiles (a GPU's other kernel) forced, the same way. */
+    {"default, tiles kernel, one launch, padding", DEFAULT_CFG, 3, 37, false, true, false, false,
+     LN_ATTENTION_KERNEL_TILES, false},
+    {"d192 2 layers, tiles kernel, one launch", SMALL_CFG, 2, 41, true, true, false, false,
+     LN_ATTENTION_KERNEL_TILES, false},
+    {"d768 hd64, tiles kernel, one launch", WIDE64_CFG, 2, 11, true, true, false, false,
+     LN_ATTENTION_KERNEL_TILES, false},
+    {"d192 2 layers, tiles kernel, per branch", SMALL_CFG, 2, 41, true, true, false, false,
+     LN_ATTENTION_KERNEL_TILES, true},
 };
 
 START_TEST(encoder_matches_reference)
@@ -466,9 +475,11 @@ static void set_chunk(ln_context *ctx, size_t G, size_t n)
  * result as the whole batch at once, and the reference's, on both the
  * host and the device path, with padding and explicit positions, with
  * default positions, and with out = x. Looped over the device's own
- * attention kernel and attention_rows forced, which runs every branch in
- * one launch, also on a last chunk smaller than the workspace's. */
-static const int chunk_kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS};
+ * attention kernel and attention_rows and attention_tiles forced, which
+ * run every branch in one launch, also on a last chunk smaller than the
+ * workspace's. */
+static const int chunk_kernels[] = {LN_ATTENTION_KERNEL_AUTO, LN_ATTENTION_KERNEL_ROWS,
+                                     LN_ATTENTION_KERNEL_TILES};
 
 START_TEST(encode_in_chunks_matches_whole_batch)
 {
