@@ -2,7 +2,8 @@
  * attention_bench.c: times semantic attention on the context's device
  * (LN_DEVICE, else the default): the fused kernels reading a precomputed S
  * (attention_fused, the CPU's, and attention_rows and attention_tiles, the
- * GPU's, each forced; and the largest difference between the last two's
+ * GPU's, each forced, attention_tiles also at 32 and 128 queries per
+ * work-group; and the largest difference between the rows and tiles
  * outputs), the S GEMM itself, the fused kernel recomputing S tiles, and the
  * straightforward path that materialises the logits [H, n, n] (S GEMM,
  * Q K^T GEMM, softmax kernel, P V GEMM). B = 1, 12 heads of 32, d = 384.
@@ -29,12 +30,15 @@ typedef enum run_kind {
     RUN_FUSED_PRE,
     RUN_ROWS_PRE,
     RUN_TILES_PRE,
+    RUN_TILES32_PRE,
+    RUN_TILES128_PRE,
     RUN_FUSED_RECOMPUTE,
     RUN_NAIVE,
     RUN_KINDS
 } run_kind;
 static const char *const run_names[RUN_KINDS] = {"S GEMM",       "fused, S read",
                                                  "rows, S read", "tiles, S read",
+                                                 "tiles 32, S read", "tiles 128, S read",
                                                  "fused, S recomputed", "materialised"};
 
 typedef struct bench_bufs {
@@ -67,6 +71,9 @@ static cl_mem random_buffer(ln_context *ctx, size_t floats, float lo, float hi, 
     return m;
 }
 
+/* attention_tiles' query tile by default (src/params.c). */
+static size_t default_tiles_q;
+
 static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_bufs *b)
 {
     switch (kind) {
@@ -75,9 +82,14 @@ static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_
     case RUN_FUSED_PRE:
     case RUN_ROWS_PRE:
     case RUN_TILES_PRE:
+    case RUN_TILES32_PRE:
+    case RUN_TILES128_PRE:
         ctx->params.attn_kernel = kind == RUN_ROWS_PRE    ? LN_ATTENTION_KERNEL_ROWS
-                                  : kind == RUN_TILES_PRE ? LN_ATTENTION_KERNEL_TILES
-                                                          : LN_ATTENTION_KERNEL_FUSED;
+                                  : kind == RUN_FUSED_PRE ? LN_ATTENTION_KERNEL_FUSED
+                                                          : LN_ATTENTION_KERNEL_TILES;
+        ctx->params.attn_tiles_q = kind == RUN_TILES32_PRE    ? 32
+                                   : kind == RUN_TILES128_PRE ? 128
+                                                              : default_tiles_q;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      b->s, b->temperature, NULL, LN_ATTENTION_PRECOMPUTED_S, b->out);
     case RUN_FUSED_RECOMPUTE:
@@ -172,11 +184,13 @@ int main(int argc, char **argv)
         die(NULL, st, "creating the context");
     ln_device_info info;
     ln_context_device_info(ctx, &info);
+    default_tiles_q = ctx->params.attn_tiles_q;
     printf("device: %s / %s\nB = 1, %d heads of %d, d = %d; median device ms after a warm-up\n\n",
            info.platform_name, info.device_name, HEADS, HEAD_DIM, D_MODEL);
-    printf("%6s %8s %12s %12s %12s %14s %12s %10s %10s %12s %13s %16s\n", "n", "S GEMM",
-           "fused S read", "rows S read", "tiles S read", "fused S recomp", "materialised",
-           "fused/rows", "tiles/rows", "rows GFLOP/s", "tiles GFLOP/s", "tiles-rows rel");
+    printf("%6s %8s %12s %12s %12s %9s %9s %14s %12s %10s %10s %12s %13s %16s\n", "n",
+           "S GEMM", "fused S read", "rows S read", "tiles S read", "tiles 32", "tiles 128",
+           "fused S recomp", "materialised", "fused/rows", "tiles/rows", "rows GFLOP/s",
+           "tiles GFLOP/s", "tiles-rows rel");
     uint64_t rng = 0x5eed1234abcdull;
     for (int i = 0; i < count; i++) {
         const size_t n = ns[i];
@@ -206,9 +220,10 @@ int main(int argc, char **argv)
         const double rel = kernels_differ(ctx, n, &b);
         /* q . k and p v: 2 FLOPs per multiply-add, n^2 pairs, every column. */
         const double flops = 4.0 * (double)n * (double)n * WIDTH;
-        printf("%6zu %8.2f %12.2f %12.2f %12.2f %14.2f %12.2f %10.2f %10.2f %12.1f %13.1f %16.2e\n",
+        printf("%6zu %8.2f %12.2f %12.2f %12.2f %9.2f %9.2f %14.2f %12.2f %10.2f %10.2f %12.1f "
+               "%13.1f %16.2e\n",
                n, ms[RUN_S_GEMM], ms[RUN_FUSED_PRE], ms[RUN_ROWS_PRE], ms[RUN_TILES_PRE],
-               ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE], ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE],
+               ms[RUN_TILES32_PRE], ms[RUN_TILES128_PRE], ms[RUN_FUSED_RECOMPUTE], ms[RUN_NAIVE], ms[RUN_FUSED_PRE] / ms[RUN_ROWS_PRE],
                ms[RUN_TILES_PRE] / ms[RUN_ROWS_PRE], flops / (ms[RUN_ROWS_PRE] * 1e6),
                flops / (ms[RUN_TILES_PRE] * 1e6), rel);
         fflush(stdout);

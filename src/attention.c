@@ -128,10 +128,22 @@ static size_t rows_local_floats(size_t tile_q, size_t tile_k, size_t head_dim)
     return 2 * tile_k * head_dim + tile_q * (tile_k + 1); /* k and v tiles, padded S tile */
 }
 
+/* attention_tiles' tiles: 32 keys (8 blocks of 4) and up to 128 queries
+ * (256 work-items). */
+#define TILES_KEYS 32
+#define TILES_MAX_Q 128
+
+/* attention_tiles' query tile: the params' power of 2 in 4..TILES_MAX_Q. */
+static size_t tiles_q(const ln_params *p)
+{
+    size_t q = 4;
+    while (q < TILES_MAX_Q && q < p->attn_tiles_q)
+        q *= 2;
+    return q;
+}
+
 /* attention_tiles' 32-key tiles: q_t, k_t, v_t, p_t and part, as declared in
  * cl/attention.cl. */
-#define TILES_KEYS 32
-#define TILES_MAX_Q 64
 static size_t tiles_local_floats(size_t tile_q, size_t head_dim)
 {
     return head_dim * (tile_q + 4) + TILES_KEYS * (head_dim + 4) + TILES_KEYS * head_dim +
@@ -142,7 +154,7 @@ size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size
                                  size_t head_dim, size_t d, bool recompute)
 {
     if (ln_attention_uses_rows(ctx, p, head_dim, recompute) && uses_tiles(p, head_dim))
-        return tiles_local_floats(TILES_MAX_Q, head_dim);
+        return tiles_local_floats(tiles_q(p), head_dim);
     if (ln_attention_uses_rows(ctx, p, head_dim, recompute))
         return rows_local_floats(p->attn_tile_q, p->attn_tile_k, head_dim);
     attn_plan plan = {.recompute = recompute, .tile_q = p->attn_tile_q, .tile_k = p->attn_tile_k,
@@ -164,7 +176,7 @@ static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op,
          * query tile halves until the tiles fit local memory and the group
          * the device. */
         p->tiles = true;
-        p->tile_q = TILES_MAX_Q;
+        p->tile_q = tiles_q(tp);
         p->tile_k = TILES_KEYS;
         while (p->tile_q > 4 &&
                ((uint64_t)tiles_local_floats(p->tile_q, head_dim) * sizeof(float) >

@@ -27,6 +27,7 @@ typedef struct ln_params {
     size_t attn_tile_k;   /* keys per local-memory tile */
     uint64_t attn_s_budget_bytes; /* precompute S while B n^2 floats fit */
     int attn_kernel;      /* ln_attention_kernel: which kernel runs the fused path */
+    size_t attn_tiles_q;  /* attention_tiles' queries per work-group (4 to 128, a power of 2) */
 } ln_params;
 
 /* The kernels of the fused attention path (cl/attention.cl): AUTO takes

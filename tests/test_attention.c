@@ -550,7 +550,8 @@ START_TEST(attention_tiles_kernel_matches_float64)
     /* attention_tiles forced, S precomputed: n around its 4-query blocks,
      * 64-query and 32-key tiles, padding, head_dim 8 to 64 (column blocks
      * of 1 to 8; 12 falls back to attention_rows, 96 to attention_fused),
-     * and the query tile halved to fit a small local memory. */
+     * query tiles of 32, 64 and 128, and the query tile halved to fit a
+     * small local memory. */
     static const size_t ns[] = {1, 3, 33, 64, 67, 130};
     static const size_t head_dims[] = {32, 8, 64, 24, 16, 12, 96};
     ln_context *ctx = tu_context();
@@ -565,17 +566,20 @@ START_TEST(attention_tiles_kernel_matches_float64)
             ctx->info.local_mem_bytes =
                 ni % 3 == 2 ? 4 * (20 * hd + 32 * (hd + 4) + 32 * hd + 32 * 20 + 8 * 20)
                             : local_bytes;
+            /* Query tiles of 64 (the default), 128 and 32. */
+            ctx->params.attn_tiles_q = (size_t[]){64, 128, 32}[(hi + ni) % 3];
             problem p;
             const bool padded = ni % 2 == 0;
             problem_make(&p, padded ? 3 : 2, ns[ni], 2 * hd, hd, 40, -2.0f, 3.0f, padded, &rng);
-            char what[64];
-            snprintf(what, sizeof(what), "attention_tiles, head_dim %zu, local %llu", hd,
-                     (unsigned long long)ctx->info.local_mem_bytes);
+            char what[96];
+            snprintf(what, sizeof(what), "attention_tiles, head_dim %zu, tile %zu, local %llu", hd,
+                     ctx->params.attn_tiles_q, (unsigned long long)ctx->info.local_mem_bytes);
             check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, what);
             problem_free(&p);
         }
     }
     ctx->info.local_mem_bytes = local_bytes;
+    ctx->params.attn_tiles_q = 64;
     /* Slices of 65535 sequences, as for attention_rows. */
     problem p;
     problem_make(&p, 65537, 1, 32, 32, 8, -2.0f, 3.0f, false, &rng);
