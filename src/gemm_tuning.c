@@ -208,7 +208,16 @@ typedef struct cb_record {
 } cb_record;
 static cb_record records[CB_MAX_DEVICES];
 static int record_count;
+static unsigned long override_generation;
 static pthread_mutex_t record_lock = PTHREAD_MUTEX_INITIALIZER;
+
+unsigned long ln_clblast_override_generation(void)
+{
+    pthread_mutex_lock(&record_lock);
+    unsigned long g = override_generation;
+    pthread_mutex_unlock(&record_lock);
+    return g;
+}
 
 bool ln_clblast_override(cl_device_id device, const ln_device_info *info, int kernel,
                          const long long *v, char *why, size_t why_cap)
@@ -226,6 +235,7 @@ bool ln_clblast_override(cl_device_id device, const ln_device_info *info, int ke
     CLBlastStatusCode code = CLBlastOverrideParameters(device, K->name, CLBlastPrecisionSingle,
                                                        (size_t)K->count, names, values);
     if (code == CLBlastSuccess) {
+        override_generation++;
         cb_record *r = NULL;
         for (int i = 0; i < record_count && !r; i++)
             if (records[i].device == device)

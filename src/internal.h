@@ -72,6 +72,16 @@ struct ln_context {
      * launch could run them all: ln-bench's --attention-per-branch and the
      * tests set it, to compare the two. */
     bool attn_per_branch;
+    /* ln_gemm's layout per call shape, as CLBlast's temporary-buffer sizes
+     * decided it under the GEMM parameters of override generation
+     * `generation` (src/linear.c); gemm_layout forces one (tests). */
+    struct {
+        size_t key[11];
+        unsigned long generation;
+        bool used, col_major;
+    } gemm_layouts[64];
+    int gemm_layout_next;
+    int gemm_layout; /* ln_gemm_layout */
     /* Cache counters and the loaded tuning table (src/tune_cache.c): made
      * by ln_context_create, freed by ln_context_destroy; NULL only if that
      * allocation failed (then the caches are simply not used). */
@@ -143,13 +153,23 @@ ln_status ln_buffer_to_host(ln_context *ctx, cl_mem mem, void *data, size_t byte
 
 /* GEMMs through CLBlast (src/linear.c), row-major:
  *   C[m, n] = alpha * op(A) op(B) + beta * C, op = transpose when trans_*.
- * Strided-batched: matrix i of A starts stride_a floats after matrix i-1. */
+ * Strided-batched: matrix i of A starts stride_a floats after matrix i-1.
+ * CLBlast is called row-major, or column-major on C^T = op(B)^T op(A)^T
+ * (the same memory), whichever CLBlast copies less for (ln_gemm_layout). */
 ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                   float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what);
 ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n,
                           size_t k, float alpha, ln_dmat a, size_t stride_a, ln_dmat b,
                           size_t stride_b, float beta, ln_dmat c, size_t stride_c,
                           size_t batch, const char *what);
+typedef enum ln_gemm_layout {
+    LN_GEMM_LAYOUT_AUTO = 0, /* by CLBlast's temporary-buffer sizes, cached per shape */
+    LN_GEMM_LAYOUT_ROW_MAJOR = 1,
+    LN_GEMM_LAYOUT_COL_MAJOR = 2,
+} ln_gemm_layout;
+/* Whether ln_gemm calls CLBlast column-major for this call (see above). */
+bool ln_gemm_col_major(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                       ln_dmat a, ln_dmat b, ln_dmat c);
 
 /* ln_linear with the weight stored transposed, wt = W^T [in, out]: the
  * model's layout, whose GEMM CLBlast runs without transposing (linear.c). */
@@ -484,6 +504,9 @@ bool ln_clblast_override(cl_device_id device, const ln_device_info *info, int ke
 /* How many CLBlast kernels carry an override on `device` in this process;
  * *min_indirect gets the GemmRoutine value, -1 without one. */
 int ln_clblast_overrides_on(cl_device_id device, long long *min_indirect);
+/* Counts the overrides handed to CLBlast in this process, on any device:
+ * what CLBlast decided under one count may differ under the next. */
+unsigned long ln_clblast_override_generation(void);
 /* ln_tune_context_load's part for CLBlast: per kernel, the set of the
  * entry at the largest shape (an empty set keeps CLBlast's own), each
  * invalid one ignored with a warning on stderr. */

@@ -11,7 +11,8 @@
  * three. On the 2-core PoCL machine that took the model's GEMMs from
  * 40-55 to 75-105 GFLOP/s, and a 64x1152x384 one from 4.2 to 0.7-1.8 ms
  * (tune/tune_gemm.c has the sets). Its GEMMK 0 kernel still skips the
- * copy of B this way, so no device loses by it.
+ * copy of B this way, and ln_gemm then calls CLBlast column-major, which
+ * also skips the copy of C (see ln_gemm_col_major).
  */
 #include "internal.h"
 
@@ -19,6 +20,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static ln_status clblast_failed(ln_context *ctx, CLBlastStatusCode code, const char *what,
                                 size_t m, size_t n, size_t k)
@@ -30,15 +32,71 @@ static ln_status clblast_failed(ln_context *ctx, CLBlastStatusCode code, const c
                    what, m, n, k, (int)code);
 }
 
+/* Row-major C = op(A) op(B) and column-major C^T = op(B)^T op(A)^T are one
+ * product on the same memory (op flags and leading dimensions unchanged),
+ * but CLBlast's Xgemm kernel copies different matrices for each: with its
+ * GEMMK 0 kernel (CLBlast's defaults on most devices, PoCL and NVIDIA
+ * included) a row-major call transposes A and C through temporary
+ * buffers, the column-major one only B's side (here A); with GEMMK 1 (the
+ * sets ln-tune keeps on the PoCL machine) the row-major call copies
+ * nothing and the column-major one all three. Every matrix that is not a
+ * multiple of the tiles is padded either way. CLBlast says what it would
+ * copy, as the size of its temporary buffer for the call: the smaller
+ * wins, row-major on a tie (a direct-kernel GEMM copies nothing either
+ * way). Asking costs about 3 us (two calls), so the answer is kept per
+ * call shape until the GEMM parameters change. On the 2-core PoCL machine
+ * with CLBlast's own parameters, 2048x1536x384: 15.7 M floats of
+ * temporaries row-major, 3.1 M column-major; 84-87 ms against 93-109. */
+bool ln_gemm_col_major(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
+                       ln_dmat a, ln_dmat b, ln_dmat c)
+{
+    if (ctx->gemm_layout != LN_GEMM_LAYOUT_AUTO)
+        return ctx->gemm_layout == LN_GEMM_LAYOUT_COL_MAJOR;
+    const size_t key[11] = {(size_t)trans_a * 2 + (size_t)trans_b, m, n, k, a.offset, a.ld,
+                            b.offset, b.ld, c.offset, c.ld, 0};
+    const unsigned long generation = ln_clblast_override_generation();
+    const int slots = (int)(sizeof(ctx->gemm_layouts) / sizeof(ctx->gemm_layouts[0]));
+    for (int i = 0; i < slots; i++)
+        if (ctx->gemm_layouts[i].used && ctx->gemm_layouts[i].generation == generation &&
+            memcmp(ctx->gemm_layouts[i].key, key, sizeof(key)) == 0)
+            return ctx->gemm_layouts[i].col_major;
+    cl_command_queue q = ctx->queue;
+    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                           tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
+    size_t row_floats = 0, col_floats = 0;
+    /* A call CLBlast would refuse keeps row-major, and the GEMM says why. */
+    const bool col_major =
+        CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, ta, tb, m, n, k, a.offset, a.ld,
+                                   b.offset, b.ld, c.offset, c.ld, &q,
+                                   &row_floats) == CLBlastSuccess &&
+        CLBlastSGemmTempBufferSize(CLBlastLayoutColMajor, tb, ta, n, m, k, b.offset, b.ld,
+                                   a.offset, a.ld, c.offset, c.ld, &q,
+                                   &col_floats) == CLBlastSuccess &&
+        col_floats < row_floats;
+    const int i = ctx->gemm_layout_next;
+    ctx->gemm_layout_next = (i + 1) % slots;
+    memcpy(ctx->gemm_layouts[i].key, key, sizeof(key));
+    ctx->gemm_layouts[i].generation = generation;
+    ctx->gemm_layouts[i].used = true;
+    ctx->gemm_layouts[i].col_major = col_major;
+    return col_major;
+}
+
 ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                   float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what)
 {
     cl_command_queue q = ctx->queue;
+    const bool col_major = ln_gemm_col_major(ctx, trans_a, trans_b, m, n, k, a, b, c);
+    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                           tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     cl_event start = ln_profile_begin(ctx), last = NULL; /* NULL unless profiled */
-    CLBlastStatusCode code = CLBlastSgemm(
-        CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
-        trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
-        a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset, c.ld, &q, start ? &last : NULL);
+    CLBlastStatusCode code =
+        col_major ? CLBlastSgemm(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha, b.mem, b.offset,
+                                 b.ld, a.mem, a.offset, a.ld, beta, c.mem, c.offset, c.ld, &q,
+                                 start ? &last : NULL)
+                  : CLBlastSgemm(CLBlastLayoutRowMajor, ta, tb, m, n, k, alpha, a.mem, a.offset,
+                                 a.ld, b.mem, b.offset, b.ld, beta, c.mem, c.offset, c.ld, &q,
+                                 start ? &last : NULL);
     if (start)
         ln_profile_end(ctx, start, code == CLBlastSuccess ? last : NULL, "gemm", what, m, n, k, 1);
     return code == CLBlastSuccess ? LN_SUCCESS : clblast_failed(ctx, code, what, m, n, k);
@@ -52,12 +110,22 @@ ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m,
     if (batch == 1)
         return ln_gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, b, beta, c, what);
     cl_command_queue q = ctx->queue;
+    /* The batched routine copies by the same rules as one GEMM of the
+     * shape, offsets aside (it pads and transposes whole strided batches). */
+    const bool col_major = ln_gemm_col_major(ctx, trans_a, trans_b, m, n, k, (ln_dmat){0, 0, a.ld},
+                                             (ln_dmat){0, 0, b.ld}, (ln_dmat){0, 0, c.ld});
+    const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
+                           tb = trans_b ? CLBlastTransposeYes : CLBlastTransposeNo;
     cl_event start = ln_profile_begin(ctx), last = NULL; /* NULL unless profiled */
-    CLBlastStatusCode code = CLBlastSgemmStridedBatched(
-        CLBlastLayoutRowMajor, trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,
-        trans_b ? CLBlastTransposeYes : CLBlastTransposeNo, m, n, k, alpha, a.mem, a.offset,
-        a.ld, stride_a, b.mem, b.offset, b.ld, stride_b, beta, c.mem, c.offset, c.ld, stride_c,
-        batch, &q, start ? &last : NULL);
+    CLBlastStatusCode code =
+        col_major ? CLBlastSgemmStridedBatched(CLBlastLayoutColMajor, tb, ta, n, m, k, alpha,
+                                               b.mem, b.offset, b.ld, stride_b, a.mem, a.offset,
+                                               a.ld, stride_a, beta, c.mem, c.offset, c.ld,
+                                               stride_c, batch, &q, start ? &last : NULL)
+                  : CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, ta, tb, m, n, k, alpha,
+                                               a.mem, a.offset, a.ld, stride_a, b.mem, b.offset,
+                                               b.ld, stride_b, beta, c.mem, c.offset, c.ld,
+                                               stride_c, batch, &q, start ? &last : NULL);
     if (start)
         ln_profile_end(ctx, start, code == CLBlastSuccess ? last : NULL, "gemm", what, m, n, k,
                        batch);

@@ -1,7 +1,8 @@
 /*
  * test_linear.c: Linear through CLBlast and its epilogues (src/linear.c,
  * cl/linear.cl) against float64, including strided column slices and the
- * model's transposed-weight route.
+ * model's transposed-weight route; ln_gemm in both of its CLBlast layouts
+ * and how it chooses between them.
  */
 #include "test_util.h"
 #include "internal.h" /* ln_linear_wt and the tracked-buffer helpers */
@@ -241,6 +242,138 @@ START_TEST(linear_transposed_weights)
 }
 END_TEST
 
+/* C = alpha op(A) op(B) + beta C0 in float64 over strided storage. */
+static void ref_gemm(bool ta, bool tb, size_t m, size_t n, size_t k, double alpha, const float *a,
+                     size_t lda, const float *b, size_t ldb, double beta, const float *c0,
+                     size_t ldc, double *out)
+{
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (size_t p = 0; p < k; p++)
+                acc += (double)(ta ? a[p * lda + i] : a[i * lda + p]) *
+                       (tb ? b[j * ldb + p] : b[p * ldb + j]);
+            out[i * n + j] = alpha * acc + beta * c0[i * ldc + j];
+        }
+}
+
+START_TEST(gemm_both_layouts_match_float64)
+{
+    /* ln_gemm calls CLBlast row-major, or column-major on C^T (linear.c):
+     * each forced, and the automatic choice, for every op combination on
+     * views with offsets and padded rows, odd and tile-multiple sizes; one
+     * and strided-batched. Floats around the views stay as they were. */
+    static const size_t shapes[][3] = {{37, 53, 29}, {64, 192, 128}, {130, 96, 64}};
+    static const int layouts[] = {LN_GEMM_LAYOUT_AUTO, LN_GEMM_LAYOUT_ROW_MAJOR,
+                                  LN_GEMM_LAYOUT_COL_MAJOR};
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 31;
+    for (size_t si = 0; si < 3; si++)
+        for (int ops = 0; ops < 4; ops++) {
+            const bool ta = ops & 1, tb = ops & 2;
+            const size_t m = shapes[si][0], n = shapes[si][1], k = shapes[si][2], batch = 2;
+            const size_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 2, ldc = n + 1;
+            const size_t a_rows = ta ? k : m, b_rows = tb ? n : k;
+            const size_t oa = 5, ob = 7, oc = 3;
+            const size_t sa = a_rows * lda + 4, sb = b_rows * ldb, sc = m * ldc + 2;
+            const size_t fa = oa + batch * sa, fb = ob + batch * sb, fc = oc + batch * sc;
+            float *a = tu_malloc(fa * 4), *b = tu_malloc(fb * 4), *c0 = tu_malloc(fc * 4),
+                  *got = tu_malloc(fc * 4);
+            double *ref = tu_malloc(batch * m * n * 8);
+            tu_fill(a, fa, -1.0f, 1.0f, &rng);
+            tu_fill(b, fb, -1.0f, 1.0f, &rng);
+            tu_fill(c0, fc, -1.0f, 1.0f, &rng);
+            for (size_t i = 0; i < batch; i++)
+                ref_gemm(ta, tb, m, n, k, 1.25, a + oa + i * sa, lda, b + ob + i * sb, ldb, 0.5,
+                         c0 + oc + i * sc, ldc, ref + i * m * n);
+            cl_mem da, db, dc;
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, a, fa * 4, &da, "a"));
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, fb * 4, &db, "b"));
+            tu_assert_ok(ctx, ln_buffer_create(ctx, fc * 4, &dc, "c"));
+            for (int li = 0; li < 3; li++)
+                for (int batched = 0; batched <= 1; batched++) {
+                    ctx->gemm_layout = layouts[li];
+                    ck_assert_int_eq(clEnqueueWriteBuffer(ln_context_cl_queue(ctx), dc, CL_TRUE,
+                                                          0, fc * 4, c0, 0, NULL, NULL),
+                                     CL_SUCCESS);
+                    const ln_dmat va = {da, oa, lda}, vb = {db, ob, ldb}, vc = {dc, oc, ldc};
+                    if (batched)
+                        tu_assert_ok(ctx, ln_gemm_batched(ctx, ta, tb, m, n, k, 1.25f, va, sa, vb,
+                                                          sb, 0.5f, vc, sc, batch, "test"));
+                    else
+                        tu_assert_ok(ctx,
+                                     ln_gemm(ctx, ta, tb, m, n, k, 1.25f, va, vb, 0.5f, vc, "test"));
+                    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dc, got, fc * 4));
+                    for (size_t i = 0; i < (batched ? batch : 1); i++) {
+                        float *dense = tu_malloc(m * n * 4);
+                        for (size_t r = 0; r < m; r++)
+                            memcpy(dense + r * n, got + oc + i * sc + r * ldc, n * 4);
+                        tu_assert_close(dense, ref + i * m * n, m * n, 1e-5,
+                                        "gemm %zux%zux%zu ta %d tb %d layout %d batched %d "
+                                        "matrix %zu",
+                                        m, n, k, ta, tb, layouts[li], batched, i);
+                        free(dense);
+                    }
+                    /* Outside the views: the offset, row padding and gaps. */
+                    for (size_t e = 0; e < fc; e++) {
+                        const size_t rel = e < oc ? SIZE_MAX : (e - oc) % sc,
+                                     which = e < oc ? SIZE_MAX : (e - oc) / sc;
+                        const bool inside = e >= oc && which < (batched ? batch : 1) &&
+                                            rel < m * ldc && rel % ldc < n;
+                        if (!inside)
+                            ck_assert_msg(got[e] == c0[e], "layout %d batched %d: c[%zu] changed",
+                                          layouts[li], batched, e);
+                    }
+                }
+            ctx->gemm_layout = LN_GEMM_LAYOUT_AUTO;
+            ln_buffer_release(ctx, da), ln_buffer_release(ctx, db), ln_buffer_release(ctx, dc);
+            free(a), free(b), free(c0), free(got), free(ref);
+        }
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+START_TEST(gemm_layout_follows_clblast_copies)
+{
+    /* The automatic choice under two Xgemm sets (CLBlast overrides last
+     * for the process: this test runs in its own fork, and no GEMM runs
+     * under them). Dense no-transpose 256x192x128, always the indirect
+     * kernel: GEMMK 1 copies nothing row-major (row-major kept); GEMMK 0
+     * transposes A and C row-major and only B's side column-major. A
+     * transposed A under GEMMK 0: nothing to copy column-major. */
+    ln_context *ctx = tu_context();
+    char why[256];
+    const long long routine[1] = {0}; /* XGEMM_MIN_INDIRECT_SIZE: every GEMM indirect */
+    const long long gemmk1[16] = {1, 1, 32, 1, 2, 2, 64, 8, 8, 64, 0, 0, 0, 0, 16, 1};
+    const long long gemmk0[16] = {0, 1, 32, 2, 8, 8, 64, 8, 8, 64, 0, 0, 1, 1, 4, 4};
+    cl_mem buf;
+    tu_assert_ok(ctx, ln_buffer_create(ctx, 256 * 256 * 4, &buf, "gemm"));
+    const ln_dmat a = {buf, 0, 128}, b = {buf, 0, 192}, c = {buf, 0, 192};
+    const ln_dmat at = {buf, 0, 256};
+    ck_assert_msg(ln_clblast_override(ctx->device, &ctx->info, LN_CB_GEMM_ROUTINE, routine, why,
+                                      sizeof(why)),
+                  "%s", why);
+    ck_assert_msg(ln_clblast_override(ctx->device, &ctx->info, LN_CB_XGEMM, gemmk1, why,
+                                      sizeof(why)),
+                  "%s", why);
+    ck_assert(!ln_gemm_col_major(ctx, false, false, 256, 192, 128, a, b, c));
+    const unsigned long before = ln_clblast_override_generation();
+    ck_assert_msg(ln_clblast_override(ctx->device, &ctx->info, LN_CB_XGEMM, gemmk0, why,
+                                      sizeof(why)),
+                  "%s", why);
+    ck_assert_uint_gt(ln_clblast_override_generation(), before);
+    ck_assert(ln_gemm_col_major(ctx, false, false, 256, 192, 128, a, b, c)); /* not the cached answer */
+    ck_assert(ln_gemm_col_major(ctx, true, false, 256, 192, 128, at, b, c));
+    /* Forced layouts win. */
+    ctx->gemm_layout = LN_GEMM_LAYOUT_ROW_MAJOR;
+    ck_assert(!ln_gemm_col_major(ctx, false, false, 256, 192, 128, a, b, c));
+    ctx->gemm_layout = LN_GEMM_LAYOUT_COL_MAJOR;
+    ck_assert(ln_gemm_col_major(ctx, false, false, 256, 192, 128, a, b, c));
+    ln_buffer_release(ctx, buf);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(linear_rejects_bad_input)
 {
     ln_context *ctx = tu_context();
@@ -284,6 +417,8 @@ int main(void)
     tcase_add_test(tc, linear_gelu_accuracy);
     tcase_add_test(tc, linear_transposed_weights);
     tcase_add_test(tc, linear_rejects_bad_input);
+    tcase_add_test(tc, gemm_both_layouts_match_float64);
+    tcase_add_test(tc, gemm_layout_follows_clblast_copies);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
