@@ -3,7 +3,7 @@
 # whose image has CMake, python3 with CUDA PyTorch, and NVIDIA's OpenCL
 # library but none of our build dependencies (../shared/device/README.md).
 # Steps, in the order they run (LN_GPU_CHECK_STEPS picks; default
-# "build attn ab compare kernels test"):
+# "build attn ab gemmab compare kernels test"):
 #   build    ln-cl against the carried packages;
 #   attn     attention-bench: every attention kernel at B = 1, and how far
 #            attention_tiles' output lies from attention_rows';
@@ -20,13 +20,16 @@
 #            --attention-per-branch), two alternating rounds; the variant
 #            with the lower summed forward time is kept for the next step
 #            (ab_choice.txt);
+#   gemmab   ln-bench's GEMM table at B = 8, n = 64 and 1024 with every
+#            GEMM called row-major, against CLBlast's choice of layout
+#            (ln_gemm_col_major), two alternating rounds;
 #   compare  bench/compare.py (ln-bench, and ln-run's float64 check, on that
 #            kernel) against PyTorch on CUDA on the same card;
 #   kernels  test_attention's Check case "kernels" (attention_rows and
 #            attention_tiles against float64), on its own;
 #   test     ctest on the GPU, less test_attention, Oclgrind, the fuzzers
 #            and ln-tune's CLI tests (CPU tools, or budgets that do not
-#            fit), within LN_GPU_TEST_S (140).
+#            fit), within LN_GPU_TEST_S (100).
 # Measurements come first, so a lease cut short still brings them back.
 #
 #   ../shared/device/prepare.sh libjansson-dev libjansson4 clblast-utils
@@ -41,7 +44,7 @@
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build attn ab compare kernels test}
+STEPS=${LN_GPU_CHECK_STEPS:-build attn ab gemmab compare kernels test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
@@ -127,6 +130,12 @@ PY
 ) ;; esac
 case "$choice" in rows | tiles | fused) export LN_ATTENTION_KERNEL=$choice ;; esac
 echo "LN_ATTENTION_KERNEL=${LN_ATTENTION_KERNEL:-} for compare" >>"$OUT/ab_choice.txt"
+# Every GEMM row-major against CLBlast's choice (ln_gemm_col_major), two
+# alternating rounds of the GEMM table at B = 8, n = 64 and 1024.
+step gemmab 45 bash -c "for r in 1 2; do for how in row auto; do
+    '$BUILD/bench/ln-bench' --batch 8 --n 64,1024 --repeats 5 --warmup 1 --no-model --json \
+        --gemm-layout \$how >'$OUT/gemmab_'\$how\$r.json || exit 1
+done; done"
 step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench" \
     --repeats 10 --warmup 2 --compile-shapes 8x1024 --out "$OUT/compare.json"
 # Oclgrind and the fuzzers are CPU tools; ln-tune's CLI tests run on
@@ -138,8 +147,8 @@ step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench"
 # leaves beside the measurements. Then every other test.
 step kernels 120 env -u LN_ATTENTION_KERNEL CK_RUN_CASE=kernels CK_DEFAULT_TIMEOUT=110 \
     LN_CACHE_DIR=$BUILD/ln-cache "$BUILD/tests/test_attention"
-step test ${LN_GPU_TEST_S:-140} env -u LN_ATTENTION_KERNEL bash -c "cd $BUILD && ctest -j8 \
-    --timeout ${LN_GPU_TEST_S:-140} --output-on-failure -E 'oclgrind|fuzz|tune_cli|test_attention'"
+step test ${LN_GPU_TEST_S:-100} env -u LN_ATTENTION_KERNEL bash -c "cd $BUILD && ctest -j8 \
+    --timeout ${LN_GPU_TEST_S:-100} --output-on-failure -E 'oclgrind|fuzz|tune_cli|test_attention'"
 "$BUILD/tune/ln-tune" --show >"$OUT/tuned.txt" 2>&1
 cat "$OUT/steps.txt"
 # A lease brings back at most 8 files of $OUT (2026-11-27: 18 were

@@ -9,7 +9,7 @@
  *            [--config JSON | --model FILE] [--seed S] [--repeats 5]
  *            [--warmup 1] [--profile-runs 1] [--device SPEC]
  *            [--gemm-rows LIST | --no-gemm] [--no-model] [--attention-per-branch]
- *            [--json]
+ *            [--gemm-layout auto|row|col] [--json]
  *
  * Timing: every figure is the median over --repeats runs after --warmup
  * runs (kernel builds, CLBlast's compiles and the workspace allocation
@@ -62,6 +62,7 @@ typedef struct options {
     int repeats, warmup, profile_runs;
     bool json, no_gemm, no_model;
     bool per_branch; /* --attention-per-branch: one attention launch per branch */
+    int gemm_layout; /* --gemm-layout: ln_gemm_layout */
 } options;
 
 /* ------------------------------------------------------------ helpers */
@@ -79,12 +80,14 @@ static void usage(FILE *to)
             "                [--config JSON | --model FILE.safetensors] [--seed S]\n"
             "                [--repeats 5] [--warmup 1] [--profile-runs 1] [--device SPEC]\n"
             "                [--gemm-rows R,... | --no-gemm] [--no-model]\n"
-            "                [--attention-per-branch] [--json]\n"
+            "                [--attention-per-branch] [--gemm-layout auto|row|col] [--json]\n"
             "Times the LN encoder forward per (B, n) and CLBlast SGEMM at the model's\n"
             "GEMM shapes (rows = each B * n unless --gemm-rows). --json: one JSON object\n"
             "on stdout instead of the tables (progress goes to stderr).\n"
             "--attention-per-branch: where one launch would run every branch's attention\n"
-            "(attention_rows, on GPUs), launch it branch by branch, as before 2026-11-27.\n");
+            "(attention_rows, on GPUs), launch it branch by branch, as before 2026-11-27.\n"
+            "--gemm-layout: call CLBlast row-major or column-major on C^T for every GEMM\n"
+            "instead of whichever CLBlast copies less for (auto), to compare them.\n");
 }
 
 static double now_ms(void)
@@ -225,6 +228,18 @@ static void parse_args(int argc, char **argv, options *o)
             o->no_model = true;
         } else if (!strcmp(a, "--attention-per-branch")) {
             o->per_branch = true;
+        } else if (!strcmp(a, "--gemm-layout")) {
+            NEED_VALUE;
+            if (!strcmp(v, "auto"))
+                o->gemm_layout = LN_GEMM_LAYOUT_AUTO;
+            else if (!strcmp(v, "row"))
+                o->gemm_layout = LN_GEMM_LAYOUT_ROW_MAJOR;
+            else if (!strcmp(v, "col"))
+                o->gemm_layout = LN_GEMM_LAYOUT_COL_MAJOR;
+            else {
+                fprintf(stderr, "ln-bench: --gemm-layout takes auto, row or col, not \"%s\"\n", v);
+                exit(2);
+            }
         } else {
             fprintf(stderr, "ln-bench: unknown argument \"%s\"\n", a);
             usage(stderr);
@@ -782,6 +797,7 @@ int main(int argc, char **argv)
     if (st)
         die(NULL, st, "creating the context");
     ctx->attn_per_branch = o.per_branch;
+    ctx->gemm_layout = o.gemm_layout;
     ln_device_info info;
     ln_context_device_info(ctx, &info);
 
@@ -804,6 +820,9 @@ int main(int argc, char **argv)
                o.warmup);
     if (!o.json && o.per_branch)
         printf("attention launched branch by branch (--attention-per-branch)\n");
+    static const char *const gemm_layouts[] = {"auto", "row", "col"};
+    if (!o.json && o.gemm_layout != LN_GEMM_LAYOUT_AUTO)
+        printf("every GEMM called %s-major (--gemm-layout)\n", gemm_layouts[o.gemm_layout]);
     /* LN_ATTENTION_KERNEL (src/context.c) picks it; ln_attention_kernel's order. */
     static const char *const attention_kernels[] = {"auto", "fused", "rows", "tiles"};
     const char *attention_kernel = ctx->params.attn_kernel >= 0 && ctx->params.attn_kernel < 4
@@ -894,6 +913,7 @@ int main(int argc, char **argv)
             "profile_runs", o.profile_runs, "attention_per_branch", (int)o.per_branch, "shapes",
             sh, "gemm", gm);
         json_object_set_new(root, "attention_kernel", json_string(attention_kernel));
+        json_object_set_new(root, "gemm_layout", json_string(gemm_layouts[o.gemm_layout]));
         json_object_set_new(root, "launch_us",
                             json_pack("{s:f, s:f}", "with_finish", launch_sync_us,
                                       "back_to_back", launch_stream_us));
