@@ -44,6 +44,9 @@
  * (query, head), for one branch or every branch of a layer in one
  * launch; its own comments below say why.
  *
+ * attention_tiles: the same work as attention_rows in register blocks of 4
+ * queries x 4 keys per work-item (opt-in until measured on a GPU).
+ *
  * attention_naive_softmax: the row softmax of the straightforward path that
  * materialises the logits [heads, n, n] (src/attention.c, for comparison).
  *

@@ -76,7 +76,7 @@ struct ln_context {
      * decided it under the GEMM parameters of override generation
      * `generation` (src/linear.c); gemm_layout forces one (tests). */
     struct {
-        size_t key[11];
+        size_t key[10];
         unsigned long generation;
         bool used, col_major;
     } gemm_layouts[64];
@@ -223,9 +223,11 @@ ln_status ln_check_mem(ln_context *ctx, const char *op, const char *name, cl_mem
  * the validators of tuning files and CLBlast parameters say why they refuse. */
 void ln_why_set(char *why, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Which kernel the fused attention path runs for these params and shapes,
- * and the local memory (floats) it needs at the params' tiles; ln-tune
- * uses both to skip candidates the library would have to shrink. */
+/* Which kernel the fused attention path runs for these params and shapes
+ * (true: a GPU kernel reading S, attention_rows or attention_tiles; false:
+ * attention_fused), and the local memory (floats) it needs at the params'
+ * tiles; ln-tune uses both to skip candidates the library would have to
+ * shrink. */
 bool ln_attention_uses_rows(const ln_context *ctx, const ln_params *p, size_t head_dim,
                             bool recompute);
 size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,

@@ -52,8 +52,8 @@ bool ln_gemm_col_major(ln_context *ctx, bool trans_a, bool trans_b, size_t m, si
 {
     if (ctx->gemm_layout != LN_GEMM_LAYOUT_AUTO)
         return ctx->gemm_layout == LN_GEMM_LAYOUT_COL_MAJOR;
-    const size_t key[11] = {(size_t)trans_a * 2 + (size_t)trans_b, m, n, k, a.offset, a.ld,
-                            b.offset, b.ld, c.offset, c.ld, 0};
+    const size_t key[10] = {(size_t)trans_a * 2 + (size_t)trans_b, m, n, k, a.offset, a.ld,
+                            b.offset, b.ld, c.offset, c.ld};
     const unsigned long generation = ln_clblast_override_generation();
     const int slots = (int)(sizeof(ctx->gemm_layouts) / sizeof(ctx->gemm_layouts[0]));
     for (int i = 0; i < slots; i++)
