@@ -71,8 +71,8 @@ static cl_mem random_buffer(ln_context *ctx, size_t floats, float lo, float hi, 
     return m;
 }
 
-/* attention_tiles' query tile by default (src/params.c). */
-static size_t default_tiles_q;
+/* The query tile by default (src/params.c). */
+static size_t default_tile_q;
 
 static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_bufs *b)
 {
@@ -87,9 +87,10 @@ static ln_status run_once(ln_context *ctx, run_kind kind, size_t n, const bench_
         ctx->params.attn_kernel = kind == RUN_ROWS_PRE    ? LN_ATTENTION_KERNEL_ROWS
                                   : kind == RUN_FUSED_PRE ? LN_ATTENTION_KERNEL_FUSED
                                                           : LN_ATTENTION_KERNEL_TILES;
-        ctx->params.attn_tiles_q = kind == RUN_TILES32_PRE    ? 32
-                                   : kind == RUN_TILES128_PRE ? 128
-                                                              : default_tiles_q;
+        /* attention_tiles' query tile is attn_tile_q (src/attention.c). */
+        ctx->params.attn_tile_q = kind == RUN_TILES32_PRE    ? 32
+                                  : kind == RUN_TILES128_PRE ? 128
+                                                             : default_tile_q;
         return ln_semantic_attention(ctx, 1, n, WIDTH, HEAD_DIM, D_MODEL, b->q, b->k, b->v, b->unit,
                                      b->s, b->temperature, NULL, LN_ATTENTION_PRECOMPUTED_S, b->out);
     case RUN_FUSED_RECOMPUTE:
@@ -184,7 +185,7 @@ int main(int argc, char **argv)
         die(NULL, st, "creating the context");
     ln_device_info info;
     ln_context_device_info(ctx, &info);
-    default_tiles_q = ctx->params.attn_tiles_q;
+    default_tile_q = ctx->params.attn_tile_q;
     printf("device: %s / %s\nB = 1, %d heads of %d, d = %d; median device ms after a warm-up\n\n",
            info.platform_name, info.device_name, HEADS, HEAD_DIM, D_MODEL);
     printf("%6s %8s %12s %12s %12s %9s %9s %14s %12s %10s %10s %12s %13s %16s\n", "n",

@@ -133,11 +133,13 @@ static size_t rows_local_floats(size_t tile_q, size_t tile_k, size_t head_dim)
 #define TILES_KEYS 32
 #define TILES_MAX_Q 128
 
-/* attention_tiles' query tile: the params' power of 2 in 4..TILES_MAX_Q. */
+/* attention_tiles' query tile: attn_tile_q rounded up to a power of 2 in
+ * 4..TILES_MAX_Q (a GPU's default 64: 128 work-items, 28 KiB of local
+ * memory at head_dim 32). */
 static size_t tiles_q(const ln_params *p)
 {
     size_t q = 4;
-    while (q < TILES_MAX_Q && q < p->attn_tiles_q)
+    while (q < TILES_MAX_Q && q < p->attn_tile_q)
         q *= 2;
     return q;
 }

@@ -27,7 +27,6 @@ typedef struct ln_params {
     size_t attn_tile_k;   /* keys per local-memory tile */
     uint64_t attn_s_budget_bytes; /* precompute S while B n^2 floats fit */
     int attn_kernel;      /* ln_attention_kernel: which kernel runs the fused path */
-    size_t attn_tiles_q;  /* attention_tiles' queries per work-group (4 to 128, a power of 2) */
 } ln_params;
 
 /* The kernels of the fused attention path (cl/attention.cl): AUTO takes
@@ -379,6 +378,7 @@ enum {
     LN_TP_ATTN_MODE,
     LN_TP_ATTN_TILE_Q,
     LN_TP_ATTN_TILE_K,
+    LN_TP_ATTN_KERNEL, /* per shape, only where the context's kernel is AUTO */
     LN_TP_COUNT
 };
 extern const char *const ln_tune_param_names[LN_TP_COUNT];

@@ -24,9 +24,6 @@ void ln_params_defaults(const ln_device_info *info, ln_params *p)
     p->attn_tile_q = info->is_gpu ? 64 : 16;
     p->attn_tile_k = 32;
     p->attn_kernel = LN_ATTENTION_KERNEL_AUTO;
-    /* attention_tiles: 64 queries, 128 work-items, 28 KiB of local memory
-     * at head_dim 32. Not tuned: attention-bench times 32, 64 and 128. */
-    p->attn_tiles_q = 64;
     /* Precompute S while B n^2 floats take at most 128 MiB (and 1/8 of
      * device memory); the model encodes a batch in chunks of sequences
      * whose S fits that, so its memory stays bounded at any B. One

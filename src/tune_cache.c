@@ -58,7 +58,7 @@
 #define TUNE_MAX_TILE 1024
 
 const char *const ln_tune_param_names[LN_TP_COUNT] = {
-    "wg_layernorm", "wg_elementwise", "attn_mode", "attn_tile_q", "attn_tile_k"};
+    "wg_layernorm", "wg_elementwise", "attn_mode", "attn_tile_q", "attn_tile_k", "attn_kernel"};
 
 static const char *const known_kernels[] = {"layernorm", "elementwise", "attention"};
 
@@ -180,6 +180,8 @@ static bool value_ok(int param, long long v)
     case LN_TP_ATTN_TILE_Q:
     case LN_TP_ATTN_TILE_K:
         return v >= 1 && v <= TUNE_MAX_TILE;
+    case LN_TP_ATTN_KERNEL:
+        return v >= LN_ATTENTION_KERNEL_AUTO && v <= LN_ATTENTION_KERNEL_TILES;
     default:
         return false;
     }
@@ -549,6 +551,11 @@ static void set_param(ln_params *p, const ln_device_info *info, int param, long 
     case LN_TP_ATTN_TILE_K:
         p->attn_tile_k = (size_t)v;
         break;
+    case LN_TP_ATTN_KERNEL:
+        /* Only over AUTO: LN_ATTENTION_KERNEL (or a caller) forcing one wins. */
+        if (p->attn_kernel == LN_ATTENTION_KERNEL_AUTO)
+            p->attn_kernel = (int)v;
+        break;
     }
 }
 
@@ -570,8 +577,11 @@ int ln_tune_apply(const ln_tune_table *t, const ln_device_info *info, ln_params 
         }
         if (!best)
             continue;
+        /* The attention kernel stays per shape (ln_tuned_params_for): the
+         * context's own stays AUTO, so a shape ln-tune did not measure runs
+         * the device's default kernel. */
         for (int q = 0; q < LN_TP_COUNT; q++)
-            if (q != LN_TP_ATTN_MODE && best->value[q] >= 0) {
+            if (q != LN_TP_ATTN_MODE && q != LN_TP_ATTN_KERNEL && best->value[q] >= 0) {
                 set_param(p, info, q, best->value[q]);
                 set++;
             }

@@ -567,19 +567,19 @@ START_TEST(attention_tiles_kernel_matches_float64)
                 ni % 3 == 2 ? 4 * (20 * hd + 32 * (hd + 4) + 32 * hd + 32 * 20 + 8 * 20)
                             : local_bytes;
             /* Query tiles of 64 (the default), 128 and 32. */
-            ctx->params.attn_tiles_q = (size_t[]){64, 128, 32}[(hi + ni) % 3];
+            ctx->params.attn_tile_q = (size_t[]){64, 128, 32}[(hi + ni) % 3];
             problem p;
             const bool padded = ni % 2 == 0;
             problem_make(&p, padded ? 3 : 2, ns[ni], 2 * hd, hd, 40, -2.0f, 3.0f, padded, &rng);
             char what[96];
             snprintf(what, sizeof(what), "attention_tiles, head_dim %zu, tile %zu, local %llu", hd,
-                     ctx->params.attn_tiles_q, (unsigned long long)ctx->info.local_mem_bytes);
+                     ctx->params.attn_tile_q, (unsigned long long)ctx->info.local_mem_bytes);
             check_host(ctx, &p, LN_ATTENTION_PRECOMPUTED_S, true, what);
             problem_free(&p);
         }
     }
     ctx->info.local_mem_bytes = local_bytes;
-    ctx->params.attn_tiles_q = 64;
+    ctx->params.attn_tile_q = 64;
     /* Slices of 65535 sequences, as for attention_rows. */
     problem p;
     problem_make(&p, 65537, 1, 32, 32, 8, -2.0f, 3.0f, false, &rng);

@@ -251,6 +251,70 @@ START_TEST(attention_uses_bucket_entry)
 }
 END_TEST
 
+/* ln-tune's attention kernel per shape bucket: applied over the context's
+ * AUTO only (LN_ATTENTION_KERNEL, or a caller, forcing one wins), never
+ * device-wide, so a shape without an entry keeps the device's default; the
+ * bucket's kernel is the one built, and computes what the default does. */
+START_TEST(attention_kernel_per_bucket)
+{
+    fresh_cache_dir();
+    ln_context *a = tu_context();
+    ln_tune_entry e[2] = {
+        entry("attention", 1, 64, LN_TP_ATTN_KERNEL, LN_ATTENTION_KERNEL_TILES),
+        entry("attention", 1, 4096, LN_TP_ATTN_KERNEL, LN_ATTENTION_KERNEL_ROWS),
+    };
+    e[0].value[LN_TP_ATTN_TILE_Q] = 32;
+    e[0].value[LN_TP_ATTN_MODE] = LN_ATTENTION_PRECOMPUTED_S;
+    char path[1024];
+    write_entries(a, e, 2, path, sizeof(path));
+    ln_context_destroy(a);
+    setenv("LN_TUNE_CACHE", "off", 1);
+    ln_context *plain = tu_context();
+    unsetenv("LN_TUNE_CACHE");
+    ln_context *b = tu_context();
+    ck_assert_int_eq(b->params.attn_kernel, LN_ATTENTION_KERNEL_AUTO); /* not device-wide */
+    ln_params tp;
+    ck_assert(ln_tuned_params_for(b, "attention", 1, 50, &tp));
+    ck_assert_int_eq(tp.attn_kernel, LN_ATTENTION_KERNEL_TILES);
+    ck_assert_uint_eq(tp.attn_tile_q, 32);
+    ck_assert(ln_tuned_params_for(b, "attention", 1, 3000, &tp));
+    ck_assert_int_eq(tp.attn_kernel, LN_ATTENTION_KERNEL_ROWS);
+    ck_assert(!ln_tuned_params_for(b, "attention", 1, 300, &tp));
+    ck_assert_int_eq(tp.attn_kernel, LN_ATTENTION_KERNEL_AUTO);
+    setenv("LN_ATTENTION_KERNEL", "fused", 1);
+    ln_context *forced = tu_context();
+    unsetenv("LN_ATTENTION_KERNEL");
+    ck_assert(ln_tuned_params_for(forced, "attention", 1, 50, &tp));
+    ck_assert_int_eq(tp.attn_kernel, LN_ATTENTION_KERNEL_FUSED);
+
+    const size_t n = 50, width = 64, head_dim = 32, d = 48;
+    uint64_t rng = tu_seed() + 3;
+    float *q = tu_malloc(n * width * 4), *k = tu_malloc(n * width * 4),
+          *v = tu_malloc(n * width * 4), *u = tu_malloc(n * d * 4), temp[2] = {0.7f, 1.3f},
+          *got = tu_malloc(n * width * 4), *want = tu_malloc(n * width * 4);
+    tu_fill(q, n * width, -1, 1, &rng);
+    tu_fill(k, n * width, -1, 1, &rng);
+    tu_fill(v, n * width, -1, 1, &rng);
+    tu_fill(u, n * d, -0.2f, 0.2f, &rng);
+    tu_assert_ok(b, ln_semantic_attention_host(b, 1, n, width, head_dim, d, q, k, v, u, temp,
+                                               NULL, LN_ATTENTION_AUTO, got));
+    tu_assert_ok(plain, ln_semantic_attention_host(plain, 1, n, width, head_dim, d, q, k, v, u,
+                                                   temp, NULL, LN_ATTENTION_AUTO, want));
+    bool found = false;
+    for (int i = 0; i < b->program_count; i++)
+        found |= strstr(b->programs[i].options, "-DATTN_TILES=1 -DATTN_TILES_Q=32") != NULL;
+    ck_assert_msg(found, "no attention_tiles program with the n64 bucket's 32 queries");
+    double *ref = tu_malloc(n * width * 8);
+    for (size_t i = 0; i < n * width; i++)
+        ref[i] = want[i];
+    tu_assert_close(got, ref, n * width, 1e-5, "bucket's attention_tiles vs the default kernel");
+    free(q), free(k), free(v), free(u), free(got), free(want), free(ref);
+    ln_context_destroy(forced);
+    ln_context_destroy(b);
+    ln_context_destroy(plain);
+}
+END_TEST
+
 /* A valid file, then one key field replaced: ignored as stale, naming it. */
 static void stale_case(const char *field, json_t *value, const char *expect_in_warning)
 {
@@ -365,6 +429,7 @@ START_TEST(bad_entries_ignored)
         {"params", "{\"wg_layernorm\": -5}"},
         {"params", "{\"wg_layernorm\": 99999999999999}"},
         {"params", "{\"attn_mode\": 3}"}, {"params", "{\"attn_tile_q\": 1.5}"},
+        {"params", "{\"attn_kernel\": 4}"}, {"params", "{\"attn_kernel\": -1}"},
         {"params", "{\"unknown\": 1}"},   {"params", "[]"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -876,6 +941,7 @@ int main(void)
     tcase_add_test(tc, concurrent_writers_keep_both);
     tcase_add_test(tc, off_reads_nothing);
     tcase_add_test(tc, attention_uses_bucket_entry);
+    tcase_add_test(tc, attention_kernel_per_bucket);
     tcase_add_test(tc, clblast_validity);
     tcase_add_test(tc, clblast_entry_checked_on_read);
     tcase_add_test(tc, clblast_bad_sets_ignored);

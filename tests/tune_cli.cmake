@@ -15,7 +15,8 @@
 # a set as CLBlast's tuner writes it (PRECISION included) and names an
 # unknown parameter; bench/clblast_best_sets.py picks the fastest matching
 # sets from a CLBlast tuner log (an H200 excerpt, plus a faster row whose
-# results did not match, which it must skip). Included by
+# results did not match, which it must skip); with attention_rows forced,
+# the attention job also times attention_tiles. Included by
 # tests/CMakeLists.txt.
 if(TARGET ln-tune)
   set(LN_TUNE_CLI_DIR ${CMAKE_BINARY_DIR}/tune-cli)
@@ -37,7 +38,7 @@ if(TARGET ln-tune)
   set_tests_properties(tune_cli_run PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
                        FIXTURES_SETUP tune_cli_tuned ENVIRONMENT "${LN_TUNE_CLI_ENV}"
                        PASS_REGULAR_EXPRESSION "attention B1-n64: one layer's branches \\(64,128,256,384 wide\\); S's GEMM charged [0-9.]+ us per layer, timed here under CLBlast's defaults \\(no GEMM sets in the tuning file\\).*attention +B1-n64"
-                       FAIL_REGULAR_EXPRESSION "timing failed while confirming"
+                       FAIL_REGULAR_EXPRESSION "timing failed while confirming|rejected: rel-L2"
                        TIMEOUT 300)
   # Every kernel of the run is in the file, and it validates.
   set_tests_properties(tune_cli_show PROPERTIES FIXTURES_REQUIRED tune_cli_tuned
@@ -67,6 +68,7 @@ if(TARGET ln-tune)
   set_tests_properties(tune_cli_gemm_then_attention PROPERTIES
                        FIXTURES_REQUIRED tune_cli_gemm_shown ENVIRONMENT "${LN_TUNE_GEMM_ENV}"
                        PASS_REGULAR_EXPRESSION "S's GEMM charged [0-9.]+ us per layer, timed here under the tuning file's CLBlast sets"
+                       FAIL_REGULAR_EXPRESSION "rejected: rel-L2"
                        TIMEOUT 300)
   add_test(NAME tune_cli_gemm_random_refused COMMAND ln-tune --kernels gemm --gemm-random 33)
   set_tests_properties(tune_cli_gemm_random_refused PROPERTIES
@@ -78,6 +80,17 @@ if(TARGET ln-tune)
   add_test(NAME tune_cli_gemm_try_refused COMMAND ln-tune --gemm-try "GEMMK=0 KWG=32 FOO=1")
   set_tests_properties(tune_cli_gemm_try_refused PROPERTIES
                        PASS_REGULAR_EXPRESSION "FOO is not a parameter of CLBlast's Xgemm")
+  # With attention_rows running (LN_ATTENTION_KERNEL=rows: a GPU's
+  # default, forced on PoCL), the attention job also times attention_tiles
+  # and checks it against the default's output; its own cache directory.
+  add_test(NAME tune_cli_attention_tiles COMMAND ${CMAKE_COMMAND} -E env
+           LN_ATTENTION_KERNEL=rows LN_CACHE_DIR=${LN_TUNE_CLI_DIR}/cache-tiles
+           $<TARGET_FILE:ln-tune> --kernels attention --quick --shapes 1x64 --budget 40)
+  set_tests_properties(tune_cli_attention_tiles PROPERTIES FIXTURES_REQUIRED tune_cli_fresh
+                       ENVIRONMENT "POCL_CACHE_DIR=${CMAKE_BINARY_DIR}/pocl-cache"
+                       PASS_REGULAR_EXPRESSION "attention B1-n64 candidate [0-9]+: [0-9.]+ us against the default's [0-9.]+: S precomputed, tiles 64x32, attention_tiles"
+                       FAIL_REGULAR_EXPRESSION "rejected: rel-L2"
+                       TIMEOUT 300)
   find_program(LN_PYTHON3 python3)
   if(LN_PYTHON3)
     add_test(NAME clblast_best_sets

@@ -105,6 +105,7 @@ typedef struct workload {
     cl_mem x, gamma, beta, y;                 /* layernorm: [rows, D] */
     cl_mem pos, w1, b1, w2, b2, px, pout;     /* positional */
     cl_mem qkv, unit, temp, aout;             /* attention */
+    cl_mem unit_t; /* each sequence's u^T, where the model multiplies by it (CPUs) */
     cl_mem branch_temp[LN_MAX_SCALES], head_table;
     cl_mem s;       /* S for PRECOMPUTED_S, computed once (NULL: too big) */
     double s_share; /* seconds of S's GEMM charged to each PRECOMPUTED_S layer */
@@ -131,7 +132,7 @@ static void workload_free(ln_context *ctx, workload *w)
 {
     cl_mem *all[] = {&w->x, &w->gamma, &w->beta, &w->y, &w->pos, &w->w1, &w->b1, &w->w2,
                      &w->b2, &w->px, &w->pout, &w->qkv, &w->unit, &w->temp, &w->aout,
-                     &w->s};
+                     &w->s, &w->unit_t};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         ln_buffer_release(ctx, *all[i]);
         *all[i] = NULL;
@@ -155,8 +156,8 @@ typedef struct s_call {
 static ln_status run_similarity(ln_context *ctx, void *arg)
 {
     const s_call *c = arg;
-    if (ln_unit_rows_t_supported(ctx, D_MODEL))
-        return ln_similarity_t(ctx, c->batch, c->n, D_MODEL, c->w->unit, c->w->unit, c->w->s);
+    if (c->w->unit_t)
+        return ln_similarity_t(ctx, c->batch, c->n, D_MODEL, c->w->unit, c->w->unit_t, c->w->s);
     return ln_similarity(ctx, c->batch, c->n, D_MODEL, c->w->unit, c->w->s);
 }
 
@@ -192,6 +193,21 @@ static bool workload_make(ln_context *ctx, size_t batch, size_t n, const char *k
         return false;
     if (ln_attention_head_table(ctx, BRANCH_COUNT, BRANCH_WIDTHS, HEAD_DIM, &w->head_table))
         return false;
+    /* Where the model multiplies S by u^T (CPUs), S is timed that way, from
+     * unit rows and their transposes as the model makes them; passing u for
+     * u^T (as this job did from 2026-11-27 evening until the next morning)
+     * made a wrong S, and the recompute-S candidates failed the output
+     * check against it. */
+    if (ln_unit_rows_t_supported(ctx, D_MODEL)) {
+        cl_mem raw = random_buffer(ctx, R * D_MODEL, &s, -1, 1);
+        const bool made = raw && ln_buffer_create(ctx, R * D_MODEL * sizeof(float), &w->unit_t,
+                                                  "ln-tune u^T") == LN_SUCCESS &&
+                          ln_unit_rows_t(ctx, batch, n, D_MODEL, raw, w->unit, w->unit_t) ==
+                              LN_SUCCESS;
+        ln_buffer_release(ctx, raw);
+        if (!made)
+            return false;
+    }
     for (size_t b = 0, h = 0; b < BRANCH_COUNT; h += BRANCH_WIDTHS[b] / HEAD_DIM, b++) {
         const size_t bytes = BRANCH_WIDTHS[b] / HEAD_DIM * sizeof(float);
         if (ln_buffer_create(ctx, bytes, &w->branch_temp[b], "ln-tune temperatures") ||
@@ -403,6 +419,8 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
         p->attn_tile_q = (size_t)c->value[LN_TP_ATTN_TILE_Q];
     if (c->value[LN_TP_ATTN_TILE_K] >= 0)
         p->attn_tile_k = (size_t)c->value[LN_TP_ATTN_TILE_K];
+    if (c->value[LN_TP_ATTN_KERNEL] >= 0)
+        p->attn_kernel = (int)c->value[LN_TP_ATTN_KERNEL];
     if (p->wg_layernorm > wg_cap || p->wg_elementwise > wg_cap)
         return false;
     /* Attention's local tiles, as the kernel that will run them needs
@@ -415,8 +433,9 @@ static bool cand_params(const ln_context *ctx, const ln_params *base, const cand
                                               recompute);
     if ((uint64_t)floats * sizeof(float) > ctx->info.local_mem_bytes)
         return false;
-    if (ln_attention_uses_rows(ctx, p, HEAD_DIM, recompute))
-        return p->attn_tile_q <= ctx->info.max_work_group_size; /* one work-item per query */
+    if (ln_attention_uses_rows(ctx, p, HEAD_DIM, recompute)) /* a work-item per query, or 2 */
+        return p->attn_tile_q * (p->attn_kernel == LN_ATTENTION_KERNEL_TILES ? 2 : 1) <=
+               ctx->info.max_work_group_size;
     if (p->attn_tile_q * p->attn_tile_k / 8 > wg_cap * 8)
         return false;
     return true;
@@ -440,8 +459,10 @@ static bool tried_wg(const candidate *c, int n, int param, long long wg)
  * sizes' random picks: powers of two up to the cap for the reductions
  * (layernorm needs them), multiples of 16 for the elementwise kernels (their
  * groups are 64-wide rows, see src/linear.c), never one already in the list. */
-static int candidates_for(const char *kernel, bool quick, size_t wg_cap, candidate *out,
-                          int cap, uint64_t *rng)
+/* gpu_kernels: the device runs attention_rows (a GPU, or LN_ATTENTION_KERNEL
+ * forcing it), so attention_tiles is a candidate too. */
+static int candidates_for(const char *kernel, bool quick, size_t wg_cap, bool gpu_kernels,
+                          candidate *out, int cap, uint64_t *rng)
 {
     int n = 0;
     if (strcmp(kernel, "layernorm") == 0 || strcmp(kernel, "elementwise") == 0) {
@@ -486,6 +507,20 @@ static int candidates_for(const char *kernel, bool quick, size_t wg_cap, candida
         out[n].value[LN_TP_ATTN_TILE_Q] = grid[i][1];
         out[n].value[LN_TP_ATTN_TILE_K] = grid[i][2];
         n++;
+        /* After both S modes, before other tiles: attention_tiles at
+         * 64 queries (its default), then 32 and 128. Which of the two GPU
+         * kernels wins is the device's (local-memory bandwidth against
+         * registers); on a CPU neither is the default. */
+        if (i == 1 && gpu_kernels) {
+            static const int tiles_q[] = {64, 32, 128};
+            for (int t = 0; t < (quick ? 1 : 3) && n < cap; t++) {
+                cand_init(&out[n]);
+                out[n].value[LN_TP_ATTN_MODE] = LN_ATTENTION_PRECOMPUTED_S;
+                out[n].value[LN_TP_ATTN_KERNEL] = LN_ATTENTION_KERNEL_TILES;
+                out[n].value[LN_TP_ATTN_TILE_Q] = tiles_q[t];
+                n++;
+            }
+        }
     }
     const int total = quick ? curated + 2 : 24;
     while (n < cap && n < total) {
@@ -615,6 +650,9 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
     const int runs = o->quick ? 3 : 7;
     ln_params base;
     ln_params_defaults(&ctx->info, &base);
+    /* LN_ATTENTION_KERNEL's kernel, if set (src/context.c): the default
+     * every candidate is timed and checked against. */
+    base.attn_kernel = ctx->params.attn_kernel;
     size_t wg_cap = ctx->info.max_work_group_size;
     if (ctx->info.is_cpu && wg_cap > CPU_WG_CAP)
         wg_cap = CPU_WG_CAP;
@@ -676,7 +714,9 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
                 base.attn_tile_q, base.attn_tile_k);
     }
     candidate cands[MAX_CANDIDATES];
-    int nc = candidates_for(kernel, o->quick, wg_cap, cands, MAX_CANDIDATES, rng);
+    int nc = candidates_for(kernel, o->quick, wg_cap,
+                            ln_attention_uses_rows(ctx, &base, HEAD_DIM, false), cands,
+                            MAX_CANDIDATES, rng);
     candidate best;
     cand_init(&best);
     double best_t = def.median;
@@ -696,7 +736,7 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
          * it could only "win" by noise. */
         if (p.wg_layernorm == base.wg_layernorm && p.wg_elementwise == base.wg_elementwise &&
             p.attn_tile_q == base.attn_tile_q && p.attn_tile_k == base.attn_tile_k &&
-            mode == def_mode)
+            p.attn_kernel == base.attn_kernel && mode == def_mode)
             continue;
         ctx->params = p;
         measure m = time_op(ctx, kernel, &w, mode, runs);
@@ -717,10 +757,11 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
          * which S mode won, and by how much, is this job's main question. */
         if (strcmp(kernel, "attention") == 0)
             fprintf(stderr, "\nln-tune: attention %s candidate %d: %.1f us against the "
-                            "default's %.1f: S %s, tiles %zux%zu\n",
+                            "default's %.1f: S %s, tiles %zux%zu%s\n",
                     shape_name, c, m.median * 1e6, def.median * 1e6,
                     mode == LN_ATTENTION_RECOMPUTE_S ? "recomputed" : "precomputed",
-                    p.attn_tile_q, p.attn_tile_k);
+                    p.attn_tile_q, p.attn_tile_k,
+                    p.attn_kernel == LN_ATTENTION_KERNEL_TILES ? ", attention_tiles" : "");
         /* Better by more than the default's own noise. */
         if (m.median < best_t && m.median < def.median - def.spread) {
             best = cands[c];
@@ -744,6 +785,9 @@ static bool tune_job(ln_context *ctx, const options *o, const char *path, const 
             best.value[LN_TP_ATTN_MODE] >= 0 ? best.value[LN_TP_ATTN_MODE] : def_mode;
         e.value[LN_TP_ATTN_TILE_Q] = (long long)win.attn_tile_q;
         e.value[LN_TP_ATTN_TILE_K] = (long long)win.attn_tile_k;
+        /* Only a winner that changed the kernel records one: an entry
+         * without it keeps the device's own (AUTO). */
+        e.value[LN_TP_ATTN_KERNEL] = best.value[LN_TP_ATTN_KERNEL];
     }
     e.default_us = def_t * 1e6;
     e.tuned_us = best_t * 1e6;
