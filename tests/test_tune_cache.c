@@ -195,6 +195,37 @@ START_TEST(agreed_mode_not_extrapolated)
 }
 END_TEST
 
+/* Attention of one 50-long sequence (width 64, heads of 32) through the
+ * tuned context and through one that read no tuning file: the tuned one
+ * built a program with `options` (what its bucket entry asked for), and
+ * both compute the same. */
+static void same_attention_as_untuned(ln_context *tuned, ln_context *plain, uint64_t seed,
+                                      const char *options, const char *what)
+{
+    const size_t n = 50, width = 64, head_dim = 32, d = 48;
+    uint64_t rng = seed;
+    float *q = tu_malloc(n * width * 4), *k = tu_malloc(n * width * 4),
+          *v = tu_malloc(n * width * 4), *u = tu_malloc(n * d * 4), temp[2] = {0.7f, 1.3f},
+          *got = tu_malloc(n * width * 4), *want = tu_malloc(n * width * 4);
+    tu_fill(q, n * width, -1, 1, &rng);
+    tu_fill(k, n * width, -1, 1, &rng);
+    tu_fill(v, n * width, -1, 1, &rng);
+    tu_fill(u, n * d, -0.2f, 0.2f, &rng);
+    tu_assert_ok(tuned, ln_semantic_attention_host(tuned, 1, n, width, head_dim, d, q, k, v, u,
+                                                   temp, NULL, LN_ATTENTION_AUTO, got));
+    tu_assert_ok(plain, ln_semantic_attention_host(plain, 1, n, width, head_dim, d, q, k, v, u,
+                                                   temp, NULL, LN_ATTENTION_AUTO, want));
+    bool found = false;
+    for (int i = 0; i < tuned->program_count; i++)
+        found |= strstr(tuned->programs[i].options, options) != NULL;
+    ck_assert_msg(found, "no attention program with %s (%s)", what, options);
+    double *ref = tu_malloc(n * width * 8);
+    for (size_t i = 0; i < n * width; i++)
+        ref[i] = want[i];
+    tu_assert_close(got, ref, n * width, 1e-5, "%s against the untuned default", what);
+    free(q), free(k), free(v), free(u), free(got), free(want), free(ref);
+}
+
 /* Attention takes the tiles and mode of its own shape's bucket when ln-tune
  * has an entry there (src/attention.c), the device-wide ones otherwise,
  * and computes the same either way. */
@@ -223,29 +254,9 @@ START_TEST(attention_uses_bucket_entry)
     ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 50), LN_ATTENTION_RECOMPUTE_S);
     ck_assert_int_eq(ln_attention_resolve_mode(b, 1, 3000), LN_ATTENTION_PRECOMPUTED_S);
     ck_assert_int_eq(ln_attention_resolve_mode(b, 2, 50), LN_ATTENTION_PRECOMPUTED_S);
-    const size_t n = 50, width = 64, head_dim = 32, d = 48;
-    uint64_t rng = tu_seed();
-    float *q = tu_malloc(n * width * 4), *k = tu_malloc(n * width * 4),
-          *v = tu_malloc(n * width * 4), *u = tu_malloc(n * d * 4), temp[2] = {0.7f, 1.3f},
-          *got = tu_malloc(n * width * 4), *want = tu_malloc(n * width * 4);
-    tu_fill(q, n * width, -1, 1, &rng);
-    tu_fill(k, n * width, -1, 1, &rng);
-    tu_fill(v, n * width, -1, 1, &rng);
-    tu_fill(u, n * d, -0.2f, 0.2f, &rng);
-    tu_assert_ok(b, ln_semantic_attention_host(b, 1, n, width, head_dim, d, q, k, v, u, temp,
-                                               NULL, LN_ATTENTION_AUTO, got));
-    tu_assert_ok(plain, ln_semantic_attention_host(plain, 1, n, width, head_dim, d, q, k, v, u,
-                                                   temp, NULL, LN_ATTENTION_AUTO, want));
     /* The bucket's 4 x 8 tiles built the kernel b ran. */
-    bool found = false;
-    for (int i = 0; i < b->program_count; i++)
-        found |= strstr(b->programs[i].options, "-DATTN_TILE_Q=4 -DATTN_TILE_K=8") != NULL;
-    ck_assert_msg(found, "no attention program with the n64 bucket's 4 x 8 tiles");
-    double *ref = tu_malloc(n * width * 8);
-    for (size_t i = 0; i < n * width; i++)
-        ref[i] = want[i];
-    tu_assert_close(got, ref, n * width, 1e-5, "bucket tiles vs defaults");
-    free(q), free(k), free(v), free(u), free(got), free(want), free(ref);
+    same_attention_as_untuned(b, plain, tu_seed(), "-DATTN_TILE_Q=4 -DATTN_TILE_K=8",
+                              "the n64 bucket's 4 x 8 tiles");
     ln_context_destroy(b);
     ln_context_destroy(plain);
 }
@@ -287,28 +298,8 @@ START_TEST(attention_kernel_per_bucket)
     ck_assert(ln_tuned_params_for(forced, "attention", 1, 50, &tp));
     ck_assert_int_eq(tp.attn_kernel, LN_ATTENTION_KERNEL_FUSED);
 
-    const size_t n = 50, width = 64, head_dim = 32, d = 48;
-    uint64_t rng = tu_seed() + 3;
-    float *q = tu_malloc(n * width * 4), *k = tu_malloc(n * width * 4),
-          *v = tu_malloc(n * width * 4), *u = tu_malloc(n * d * 4), temp[2] = {0.7f, 1.3f},
-          *got = tu_malloc(n * width * 4), *want = tu_malloc(n * width * 4);
-    tu_fill(q, n * width, -1, 1, &rng);
-    tu_fill(k, n * width, -1, 1, &rng);
-    tu_fill(v, n * width, -1, 1, &rng);
-    tu_fill(u, n * d, -0.2f, 0.2f, &rng);
-    tu_assert_ok(b, ln_semantic_attention_host(b, 1, n, width, head_dim, d, q, k, v, u, temp,
-                                               NULL, LN_ATTENTION_AUTO, got));
-    tu_assert_ok(plain, ln_semantic_attention_host(plain, 1, n, width, head_dim, d, q, k, v, u,
-                                                   temp, NULL, LN_ATTENTION_AUTO, want));
-    bool found = false;
-    for (int i = 0; i < b->program_count; i++)
-        found |= strstr(b->programs[i].options, "-DATTN_TILES=1 -DATTN_TILES_Q=32") != NULL;
-    ck_assert_msg(found, "no attention_tiles program with the n64 bucket's 32 queries");
-    double *ref = tu_malloc(n * width * 8);
-    for (size_t i = 0; i < n * width; i++)
-        ref[i] = want[i];
-    tu_assert_close(got, ref, n * width, 1e-5, "bucket's attention_tiles vs the default kernel");
-    free(q), free(k), free(v), free(u), free(got), free(want), free(ref);
+    same_attention_as_untuned(b, plain, tu_seed() + 3, "-DATTN_TILES=1 -DATTN_TILES_Q=32",
+                              "the n64 bucket's attention_tiles of 32 queries");
     ln_context_destroy(forced);
     ln_context_destroy(b);
     ln_context_destroy(plain);
