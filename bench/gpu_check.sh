@@ -13,8 +13,9 @@
 #   gemm     ln-tune then tries first at the model's B = 8 GEMM shapes
 #            (keeping one only if it beats CLBlast's defaults over all of
 #            them), within LN_GPU_GEMM_BUDGET (70 s);
-#   tune     ln-tune's attention tiles at B = 8 (twice on the H200 they kept
-#            the defaults);
+#   tune     ln-tune's attention job at B = 8: tiles, S mode and, since
+#            2026-11-28, attention_tiles against attention_rows per shape
+#            (twice on the H200 it kept the default tiles);
 #   ab       ln-bench at B = 8, n = 64/1024/4096 under each of LN_GPU_AB
 #            (default "rows tiles": LN_ATTENTION_KERNEL=rows or tiles; "per":
 #            --attention-per-branch), two alternating rounds; the variant
@@ -40,7 +41,8 @@
 # stop the next; each step's exit status is in $OUT/steps.txt. On an H200
 # (2026-11-27) the old default steps (build untuned clblast gemm compare ab
 # test) took about 8 minutes, the tests 4 of them (test_attention alone
-# 236 s); "attn", cold, printed nothing within 30 s and now has 90.
+# 236 s); "attn", cold, printed nothing within 30 s. The default steps'
+# limits add up to 585 s, inside one 10-minute call.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
