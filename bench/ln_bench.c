@@ -823,10 +823,9 @@ int main(int argc, char **argv)
     static const char *const gemm_layouts[] = {"auto", "row", "col"};
     if (!o.json && o.gemm_layout != LN_GEMM_LAYOUT_AUTO)
         printf("every GEMM called %s-major (--gemm-layout)\n", gemm_layouts[o.gemm_layout]);
-    /* LN_ATTENTION_KERNEL (src/context.c) picks it; ln_attention_kernel's order. */
-    static const char *const attention_kernels[] = {"auto", "fused", "rows", "tiles"};
+    /* LN_ATTENTION_KERNEL (src/context.c) picks it. */
     const char *attention_kernel = ctx->params.attn_kernel >= 0 && ctx->params.attn_kernel < 4
-                                       ? attention_kernels[ctx->params.attn_kernel]
+                                       ? ln_attention_kernel_names[ctx->params.attn_kernel]
                                        : "?";
     if (!o.json && ctx->params.attn_kernel != LN_ATTENTION_KERNEL_AUTO)
         printf("attention kernel: %s (LN_ATTENTION_KERNEL)\n", attention_kernel);

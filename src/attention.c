@@ -152,6 +152,15 @@ static size_t tiles_local_floats(size_t tile_q, size_t head_dim)
            TILES_KEYS * (tile_q + 4) + 8 * (tile_q + 4);
 }
 
+/* Whether attention_tiles at tile_q queries fits the device's local
+ * memory and work-group size (2 work-items per query). */
+static bool tiles_fit(const ln_context *ctx, size_t tile_q, size_t head_dim)
+{
+    return (uint64_t)tiles_local_floats(tile_q, head_dim) * sizeof(float) <=
+               ctx->info.local_mem_bytes &&
+           2 * tile_q <= ctx->info.max_work_group_size;
+}
+
 size_t ln_attention_local_floats(const ln_context *ctx, const ln_params *p, size_t heads,
                                  size_t head_dim, size_t d, bool recompute)
 {
@@ -180,14 +189,9 @@ static ln_status plan_rows(ln_context *ctx, const ln_params *tp, const char *op,
         p->tiles = true;
         p->tile_q = tiles_q(tp);
         p->tile_k = TILES_KEYS;
-        while (p->tile_q > 4 &&
-               ((uint64_t)tiles_local_floats(p->tile_q, head_dim) * sizeof(float) >
-                    ctx->info.local_mem_bytes ||
-                2 * p->tile_q > ctx->info.max_work_group_size))
+        while (p->tile_q > 4 && !tiles_fit(ctx, p->tile_q, head_dim))
             p->tile_q /= 2;
-        if ((uint64_t)tiles_local_floats(p->tile_q, head_dim) * sizeof(float) >
-                ctx->info.local_mem_bytes ||
-            2 * p->tile_q > ctx->info.max_work_group_size)
+        if (!tiles_fit(ctx, p->tile_q, head_dim))
             return ln_fail(ctx, LN_ERROR_UNSUPPORTED,
                            "%s: attention_tiles at head_dim %zu needs %zu bytes of local "
                            "memory and 8 work-items; the device has %llu and %zu",

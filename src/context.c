@@ -199,6 +199,8 @@ static ln_status select_device(const char *spec, const found_device *found, int 
                    "%s \"%s\" matches no device name; devices:\n%s", source, spec, list);
 }
 
+const char *const ln_attention_kernel_names[4] = {"auto", "fused", "rows", "tiles"};
+
 ln_status ln_context_create(const char *device_spec, ln_context **out)
 {
     if (!out)
@@ -251,11 +253,10 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
     }
     /* Which fused attention kernel runs, for comparing them on a device
      * (bench/gpu_check.sh) without rebuilding: ln_attention_kernel's order. */
-    static const char *const attention_kernels[] = {"auto", "fused", "rows", "tiles"};
     const char *kernel = getenv("LN_ATTENTION_KERNEL");
     if (kernel && *kernel) {
         int k = 0;
-        while (k < 4 && strcmp(kernel, attention_kernels[k]) != 0)
+        while (k < 4 && strcmp(kernel, ln_attention_kernel_names[k]) != 0)
             k++;
         if (k == 4) {
             ln_context_destroy(ctx);

@@ -39,6 +39,8 @@ typedef enum ln_attention_kernel {
     LN_ATTENTION_KERNEL_ROWS = 2,
     LN_ATTENTION_KERNEL_TILES = 3,
 } ln_attention_kernel;
+/* Their names as LN_ATTENTION_KERNEL takes them, in that order (src/context.c). */
+extern const char *const ln_attention_kernel_names[4];
 
 typedef struct ln_program_entry {
     const char *family;
