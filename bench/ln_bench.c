@@ -661,9 +661,13 @@ static json_t *shape_json(const shape_result *r)
     json_t *cats = json_object();
     for (int c = 0; c < CAT_COUNT; c++)
         json_object_set_new(cats, cat_names[c], json_real(r->cat_ms[c]));
-    json_t *prof = json_pack("{s:i, s:f, s:f, s:f, s:o, s:o}", "runs", r->profile_runs,
-                             "wall_ms", r->profiled_wall_ms, "h2d_ms", r->h2d_ms, "d2h_ms",
-                             r->d2h_ms, "categories_ms", cats, "ops", ops);
+    /* --profile-runs 0: no profile, and no NaN medians for json_pack to
+     * refuse (which dropped the whole shape). */
+    json_t *prof = r->profile_runs == 0
+                       ? (json_decref(cats), json_decref(ops), json_null())
+                       : json_pack("{s:i, s:f, s:f, s:f, s:o, s:o}", "runs", r->profile_runs,
+                                   "wall_ms", r->profiled_wall_ms, "h2d_ms", r->h2d_ms, "d2h_ms",
+                                   r->d2h_ms, "categories_ms", cats, "ops", ops);
     json_t *fl = json_pack("{s:f, s:f, s:f, s:f, s:f}", "total", r->fl.total, "linear",
                            r->fl.linear, "attention_qk_pv", r->fl.attn, "similarity_s", r->fl.s,
                            "recompute_extra", r->fl.recompute_extra);
@@ -850,7 +854,8 @@ int main(int argc, char **argv)
             bench_shape(ctx, &o, &cfg, b, n, &shapes[n_shapes]);
             if (!o.json) {
                 print_shape_table(&shapes[n_shapes], 1);
-                print_profile(&shapes[n_shapes]);
+                if (o.profile_runs > 0)
+                    print_profile(&shapes[n_shapes]);
                 fflush(stdout);
             }
             n_shapes++;

@@ -2,8 +2,14 @@
  * norm.cl: row reductions: LayerNorm and unit rows. One work-group per row;
  * the group's size is a power of two chosen by the host (params table),
  * scratch is local memory sized by the host. On CPUs both take one row
- * per work-item instead (layernorm_rows16, unit_rows16; src/norm.c says
- * why).
+ * per work-item instead (layernorm_rows16, layernorm_branches_rows16,
+ * unit_rows16; src/norm.c says why).
+ *
+ * The LayerNorms can first add a bias to x in place (add_bias != 0:
+ * x += bias[bias_off ..], written back, then normalised): the bias of the
+ * GEMM that made x, so that it costs no launch of its own (src/model.c).
+ * Each work-item rewrites only the columns it reads, so no barrier is
+ * needed between the write and the later passes.
  */
 
 /* Tree reduction of one value per work-item; every item reaches every
@@ -23,23 +29,25 @@ static float group_sum(float v, __local float *scratch)
     return r;
 }
 
-__kernel void layernorm(const uint rows, const uint width,
-                        __global const float *x, const uint x_off, const uint ldx,
-                        __global const float *gamma, __global const float *beta,
-                        const float eps,
-                        __global float *y, const uint y_off, const uint ldy,
-                        __local float *scratch)
+/* LayerNorm of one row (xr, width floats) by one work-group, into yr;
+ * bias, gamma and beta point at the row's first column. Every work-item
+ * reaches every barrier; only `live` groups touch memory. */
+static void layernorm_row(const bool live, const uint width, __global float *xr,
+                          const uint add_bias, __global const float *bias,
+                          __global const float *gamma, __global const float *beta,
+                          const float eps, __global float *yr, __local float *scratch)
 {
-    const size_t row = get_group_id(0);
     const size_t lid = get_local_id(0), wg = get_local_size(0);
-    /* rows is the true count; the host launches exactly `rows` groups, but
-     * keep the guard uniform per group so barriers stay legal. */
-    const bool live = row < rows;
-    __global const float *xr = x + x_off + (live ? row : 0) * ldx;
     float s = 0.0f;
     if (live)
-        for (size_t c = lid; c < width; c += wg)
-            s += xr[c];
+        for (size_t c = lid; c < width; c += wg) {
+            float v = xr[c];
+            if (add_bias) {
+                v += bias[c];
+                xr[c] = v;
+            }
+            s += v;
+        }
     const float mean = group_sum(s, scratch) / (float)width;
     float q = 0.0f;
     if (live)
@@ -49,11 +57,52 @@ __kernel void layernorm(const uint rows, const uint width,
         }
     const float var = group_sum(q, scratch) / (float)width;
     const float inv = rsqrt(var + eps);
-    if (live) {
-        __global float *yr = y + y_off + row * ldy;
+    if (live)
         for (size_t c = lid; c < width; c += wg)
             yr[c] = (xr[c] - mean) * inv * gamma[c] + beta[c];
-    }
+}
+
+__kernel void layernorm(const uint rows, const uint width,
+                        __global float *x, const uint x_off, const uint ldx,
+                        const uint add_bias, __global const float *bias, const uint bias_off,
+                        __global const float *gamma, __global const float *beta,
+                        const float eps,
+                        __global float *y, const uint y_off, const uint ldy,
+                        __local float *scratch)
+{
+    const size_t row = get_group_id(0);
+    /* rows is the true count; the host launches exactly `rows` groups, but
+     * keep the guard uniform per group so barriers stay legal. */
+    const bool live = row < rows;
+    layernorm_row(live, width, x + x_off + (live ? row : 0) * ldx, add_bias, bias + bias_off,
+                  gamma, beta, eps, y + y_off + (live ? row : 0) * ldy, scratch);
+}
+
+/* Every branch's LayerNorm of a layer in one launch, as src/model.c lays
+ * the branches out where one launch runs all their attention: branch k's
+ * input is columns column_k .. column_k + w_k of x ([rows, sum w], row
+ * stride ldx), its output the dense block [rows, w_k] of y at
+ * rows * column_k; bias, gamma and beta are the branches' concatenated in
+ * column order. column_k is the sum of the widths before k (at most 16
+ * branches, passed as a vector). One work-group per (row, branch): a 2-D
+ * range of groups [rows, branches]. (With one dimension, group g as
+ * g / rows and g % rows, Clang emits a `freeze` that Oclgrind 21.10's
+ * uninitialised-value checker cannot run.) */
+__kernel void layernorm_branches(const uint rows, const uint16 widths, __global float *x,
+                                 const uint x_off, const uint ldx, const uint add_bias,
+                                 __global const float *bias, __global const float *gamma,
+                                 __global const float *beta, const float eps,
+                                 __global float *y, __local float *scratch)
+{
+    uint width_of[16];
+    vstore16(widths, 0, width_of);
+    const uint row = get_group_id(0), k = get_group_id(1);
+    uint column = 0;
+    for (uint i = 0; i < k; i++)
+        column += width_of[i];
+    const uint width = width_of[k];
+    layernorm_row(true, width, x + x_off + row * ldx + column, add_bias, bias + column,
+                  gamma + column, beta + column, eps, y + rows * column + row * width, scratch);
 }
 
 __kernel void unit_rows(const uint rows, const uint width,
@@ -104,28 +153,66 @@ static float sum_sq16(__global const float *xr, const uint width, const float sh
     return sum16(q16);
 }
 
-/* LayerNorm of rows whose width is a multiple of 16, one row per
- * work-item, as float16s (vloadn needs only float alignment); the same two
- * passes over the row as layernorm. */
+/* LayerNorm of one row whose width is a multiple of 16 by one work-item,
+ * as float16s (vloadn needs only float alignment); the same two passes
+ * over the row as layernorm_row. bias, gamma and beta point at the row's
+ * first column. */
+static void layernorm_row16(const uint width, __global float *xr, const uint add_bias,
+                            __global const float *bias, __global const float *gamma,
+                            __global const float *beta, const float eps, __global float *yr)
+{
+    float16 s16 = 0.0f;
+    if (add_bias)
+        for (uint c = 0; c < width; c += 16) {
+            const float16 v = vload16(0, xr + c) + vload16(0, bias + c);
+            vstore16(v, 0, xr + c);
+            s16 += v;
+        }
+    else
+        for (uint c = 0; c < width; c += 16)
+            s16 += vload16(0, xr + c);
+    const float mean = sum16(s16) / (float)width;
+    const float inv = rsqrt(sum_sq16(xr, width, mean) / (float)width + eps);
+    for (uint c = 0; c < width; c += 16)
+        vstore16((vload16(0, xr + c) - mean) * inv * vload16(0, gamma + c) + vload16(0, beta + c),
+                 0, yr + c);
+}
+
+/* layernorm with one row per work-item (widths a multiple of 16). */
 __kernel void layernorm_rows16(const uint rows, const uint width,
-                               __global const float *x, const uint x_off, const uint ldx,
+                               __global float *x, const uint x_off, const uint ldx,
+                               const uint add_bias, __global const float *bias,
+                               const uint bias_off,
                                __global const float *gamma, __global const float *beta,
                                const float eps,
                                __global float *y, const uint y_off, const uint ldy)
 {
     const uint row = get_global_id(0);
+    if (row < rows)
+        layernorm_row16(width, x + x_off + row * ldx, add_bias, bias + bias_off, gamma, beta,
+                        eps, y + y_off + row * ldy);
+}
+
+/* layernorm_branches with one row per work-item (every width a multiple
+ * of 16): a 2-D range [rows, branches]. */
+__kernel void layernorm_branches_rows16(const uint rows, const uint16 widths,
+                                        __global float *x, const uint x_off, const uint ldx,
+                                        const uint add_bias, __global const float *bias,
+                                        __global const float *gamma,
+                                        __global const float *beta, const float eps,
+                                        __global float *y)
+{
+    const uint row = get_global_id(0), k = get_global_id(1);
     if (row >= rows)
         return;
-    __global const float *xr = x + x_off + row * ldx;
-    float16 s16 = 0.0f;
-    for (uint c = 0; c < width; c += 16)
-        s16 += vload16(0, xr + c);
-    const float mean = sum16(s16) / (float)width;
-    const float inv = rsqrt(sum_sq16(xr, width, mean) / (float)width + eps);
-    __global float *yr = y + y_off + row * ldy;
-    for (uint c = 0; c < width; c += 16)
-        vstore16((vload16(0, xr + c) - mean) * inv * vload16(0, gamma + c) + vload16(0, beta + c),
-                 0, yr + c);
+    uint width_of[16];
+    vstore16(widths, 0, width_of);
+    uint column = 0;
+    for (uint i = 0; i < k; i++)
+        column += width_of[i];
+    const uint width = width_of[k];
+    layernorm_row16(width, x + x_off + row * ldx + column, add_bias, bias + column,
+                    gamma + column, beta + column, eps, y + rows * column + row * width);
 }
 
 /* Unit rows of width a multiple of 16, one row per work-item, as float16s. */

@@ -132,7 +132,7 @@ ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...);
 #define LN_LOCAL(bytes) (size_t)(bytes), (const void *)NULL
 #define LN_ARGS_END (size_t)0
 
-/* Enqueue a 1-D or 2-D range: `global` is rounded up to a multiple of the
+/* Enqueue a 1-, 2- or 3-D range: `global` is rounded up to a multiple of the
  * local size (kernels guard), and the local size is clamped to the
  * kernel's CL_KERNEL_WORK_GROUP_SIZE. `local` entries are the wish. */
 ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
@@ -177,6 +177,33 @@ bool ln_gemm_col_major(ln_context *ctx, bool trans_a, bool trans_b, size_t m, si
 ln_status ln_linear_wt(ln_context *ctx, size_t rows, size_t in, size_t out, ln_dmat x,
                        ln_dmat wt, cl_mem bias, size_t bias_offset, ln_epilogue epilogue,
                        ln_dmat residual, ln_dmat y);
+
+/* x += bias[bias_offset ..] in place (each row), then y = LayerNorm(x):
+ * the bias of the GEMM that wrote x, added without a launch of its own.
+ * x and y must not overlap unless they are the same view. */
+ln_status ln_layernorm_add_bias(ln_context *ctx, size_t rows, size_t width, ln_dmat x,
+                                cl_mem bias, size_t bias_offset, cl_mem gamma, cl_mem beta,
+                                float eps, ln_dmat y);
+
+/* A layer's branches in one launch, laid out as src/model.c does where
+ * one launch runs every branch's attention: count (1..16) branches of
+ * these widths, branch k's columns starting at column_k = the sum of the
+ * widths before it. ln_branch_widths checks them and packs them for the
+ * kernels.
+ * ln_layernorm_branches: branch k's column slice of x ([rows, sum]
+ * view), plus bias[column_k ..] first where bias is not NULL (written
+ * back, as ln_layernorm_add_bias), normalised into y's dense block
+ * [rows, w_k] at rows * column_k; bias, gamma, beta concatenated [sum].
+ * ln_add_bias_blocks: y's dense blocks [rows, per w_k] at
+ * rows * per * column_k += bias[per column_k ..] (bias [per sum]), then
+ * GELU where gelu is set (the Linear epilogue's). */
+ln_status ln_branch_widths(ln_context *ctx, const char *op, size_t count, const size_t *width,
+                           cl_uint16 *packed, size_t *sum);
+ln_status ln_layernorm_branches(ln_context *ctx, size_t rows, size_t count, const size_t *width,
+                                ln_dmat x, cl_mem bias, cl_mem gamma, cl_mem beta, float eps,
+                                cl_mem y);
+ln_status ln_add_bias_blocks(ln_context *ctx, size_t rows, size_t count, const size_t *width,
+                             size_t per, bool gelu, cl_mem y, cl_mem bias);
 
 /* ln_positional_add with W2 stored transposed, w2t = W2^T [hidden, d]:
  * the model's layout (ln_linear_wt). */

@@ -1,7 +1,8 @@
 /*
  * linear.c: every GEMM of ln-cl goes through CLBlast from here (ln_gemm,
  * ln_gemm_batched), and the Linear op y = epilogue(x W^T) whose epilogues
- * (bias, bias + GELU, bias + residual) are ours, from cl/linear.cl.
+ * (bias, bias + GELU, bias + residual; bias on every branch's block of a
+ * layer at once) are ours, from cl/linear.cl.
  *
  * The model keeps its weights transposed, W^T stored [in, out]
  * (ln_linear_wt): a row-major C = A B with B stored that way is the one
@@ -211,6 +212,55 @@ ln_status ln_epilogue_apply(ln_context *ctx, const char *op, size_t rows, size_t
         local[0] = groups;
     size_t global[2] = {groups, rows};
     return ln_enqueue(ctx, k, 2, global, local, op);
+}
+
+ln_status ln_add_bias_blocks(ln_context *ctx, size_t rows, size_t count, const size_t *width,
+                             size_t per, bool gelu, cl_mem y, cl_mem bias)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_add_bias_blocks";
+    cl_uint16 widths;
+    size_t sum = 0;
+    ln_status st;
+    if ((st = ln_branch_widths(ctx, op, count, width, &widths, &sum)))
+        return st;
+    if (rows == 0 || per == 0)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: rows (%zu) and per (%zu) must be > 0",
+                       op, rows, per);
+    if ((double)rows * (double)per * (double)sum > (double)UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu x %zu x %zu floats exceed 32-bit indices",
+                       op, rows, per, sum);
+    const size_t total = rows * per * sum;
+    if ((st = ln_check_mem(ctx, op, "y", y, 0, total)) ||
+        (st = ln_check_mem(ctx, op, "bias", bias, 0, per * sum)))
+        return st;
+    /* The widest vector up to the device's that divides every block's
+     * columns, as ln_epilogue_apply. */
+    size_t vec = ctx->params.vec_elementwise, widest = 0;
+    for (size_t i = 0; i < count; i++) {
+        while (vec > 1 && per * width[i] % vec != 0)
+            vec /= 2;
+        if (per * width[i] > widest)
+            widest = per * width[i];
+    }
+    char options[32];
+    snprintf(options, sizeof(options), "-DEPI_VEC=%zu", vec);
+    cl_kernel k;
+    if ((st = ln_kernel_get(ctx, "linear", options, "add_bias_blocks", &k)))
+        return st;
+    cl_uint r = (cl_uint)rows, p = (cl_uint)per, g = gelu;
+    if ((st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(p), LN_ARG(widths), LN_ARG(g), LN_ARG(y),
+                          LN_ARG(bias), LN_ARGS_END)))
+        return st;
+    /* Dimension 0's local size divides the widest block's column groups
+     * (72 at the default widths, 16 columns each), so that only the
+     * narrower blocks leave work-items idle. */
+    const size_t wg = ctx->params.wg_elementwise, groups = widest / vec;
+    size_t local[3] = {wg < 64 ? wg : 64, wg > 64 ? wg / 64 : 1, 1};
+    while (groups % local[0] != 0)
+        local[0]--;
+    size_t global[3] = {groups, rows, count};
+    return ln_enqueue(ctx, k, 3, global, local, op);
 }
 
 ln_status ln_linear(ln_context *ctx, size_t rows, size_t in, size_t out, ln_dmat x, ln_dmat w,

@@ -35,14 +35,19 @@ typedef struct layer_weights {
     size_t width[LN_MAX_SCALES];
     cl_mem temperature[LN_MAX_SCALES]; /* the branches' own (not owned here) */
     cl_mem all_temperature;
+    /* Every branch's LayerNorm weights, out_proj biases and q, k, v biases
+     * concatenated in branch order, for the launches that take all
+     * branches at once (attention_half, multiscale). */
+    cl_mem all_ln1_g, all_ln1_b, all_ln2_g, all_ln2_b, all_out_b, all_qkv_b, all_ffn1_b;
 } layer_weights;
 
 /* Device buffers for one chunk of G sequences of n rows (G = B when the
  * whole batch fits; see chunk_sequences); sizes in ensure_workspace.
- * Where one launch runs every branch's attention (`together`), a and qkv
- * hold every branch's block ([G n, sum] and [G n, 3 sum] floats, as
- * ln_attention_layer lays them out); else one branch's ([G n, w] and
- * [G n, 3 w] of the widest). */
+ * Where one launch runs every branch's attention (`together`), a, qkv and
+ * f hold every branch's block ([G n, sum], [G n, 3 sum] and
+ * [G n, ffn_mult sum] floats, a and qkv as ln_attention_layer lays them
+ * out); else one branch's ([G n, w], [G n, 3 w] and [G n, ffn_mult w] of
+ * the widest). */
 typedef struct workspace {
     size_t group, n;            /* G and n */
     ln_attention_mode mode;     /* resolved for (G, n) */
@@ -114,6 +119,57 @@ static ln_status upload(ln_model *m, const ln_tensor_file *file, const char *nam
     return upload_concat(m, file, &name, 1, false, out);
 }
 
+static const ln_tensor *find_tensor(const ln_tensor_file *file, const char *name)
+{
+    const ln_tensor *t = ln_tensor_file_find(file, name);
+    return t && t->ndim >= 1 ? t : NULL;
+}
+
+/* Layer l's fusion bias as the forward adds it: f + F [b4_1 .. b4_K], the
+ * FFN output bias of every branch carried through the fusion GEMM. After
+ * its FFN a branch's slice of zcat is read by that GEMM alone, so
+ * F (z + b4) + f = F z + (f + F b4): the forward adds the FFN biases with
+ * f and not in a launch per branch (multiscale). Summed in double, so it
+ * differs from adding them one by one by float rounding only. */
+static ln_status upload_fusion_bias(ln_model *m, const ln_tensor_file *file, int l, cl_mem *out)
+{
+    const size_t d = m->d, sum = m->sum_scales;
+    char name[96];
+    snprintf(name, sizeof(name), "layers.%d.fusion.weight", l);
+    const ln_tensor *fw = find_tensor(file, name);
+    snprintf(name, sizeof(name), "layers.%d.fusion.bias", l);
+    const ln_tensor *fb = find_tensor(file, name);
+    if (!fw || !fb || fw->count != d * sum || fb->count != d)
+        return ln_fail(m->ctx, LN_ERROR_BAD_FILE,
+                       "weights: layer %d's fusion weight or bias is missing or misshapen", l);
+    double *b4 = malloc(sum * sizeof(double));
+    float *host = malloc(d * sizeof(float));
+    ln_status st = LN_SUCCESS;
+    if (!b4 || !host)
+        st = ln_fail(m->ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "weights: out of host memory");
+    for (int k = 0, column = 0; k < m->cfg.n_scales && !st; column += m->cfg.scales[k], k++) {
+        snprintf(name, sizeof(name), "layers.%d.processors.%d.ffn.2.bias", l, k);
+        const ln_tensor *b = find_tensor(file, name);
+        if (!b || b->count != (size_t)m->cfg.scales[k])
+            st = ln_fail(m->ctx, LN_ERROR_BAD_FILE, "weights: tensor %s is missing or misshapen",
+                         name);
+        for (size_t i = 0; !st && i < b->count; i++)
+            b4[(size_t)column + i] = ((const float *)b->data)[i];
+    }
+    const float *f = fb->data, *F = fw->data; /* F32, as the config check demands */
+    for (size_t j = 0; !st && j < d; j++) {
+        double acc = f[j];
+        for (size_t i = 0; i < sum; i++)
+            acc += (double)F[j * sum + i] * b4[i];
+        host[j] = (float)acc;
+    }
+    if (!st && !(st = ln_buffer_from_host(m->ctx, host, d * sizeof(float), out, name)))
+        st = ln_context_finish(m->ctx); /* the upload is asynchronous */
+    free(b4);
+    free(host);
+    return st;
+}
+
 static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
 {
     layer_weights *L = &m->layers[l];
@@ -134,7 +190,7 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
     snprintf(n1, sizeof(n1), "layers.%d.fusion.weight", l);
     snprintf(n2, sizeof(n2), "layers.%d.fusion.bias", l);
     if ((st = upload_concat(m, file, (const char *[]){n1}, 1, true, &L->fusion_w)) ||
-        (st = upload(m, file, n2, &L->fusion_b)))
+        (st = upload_fusion_bias(m, file, l, &L->fusion_b)))
         return st;
     size_t column = 0;
     for (int k = 0; k < m->cfg.n_scales; k++) {
@@ -182,9 +238,34 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
                 return st;
         }
     }
+    const struct {
+        const char *suffix;
+        cl_mem *dst;
+    } all[] = {
+        {"attn.temperature", &L->all_temperature}, {"ln1.weight", &L->all_ln1_g},
+        {"ln1.bias", &L->all_ln1_b},               {"ln2.weight", &L->all_ln2_g},
+        {"ln2.bias", &L->all_ln2_b},               {"attn.out_proj.bias", &L->all_out_b},
+        {"ffn.0.bias", &L->all_ffn1_b},
+    };
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        for (int k = 0; k < m->cfg.n_scales; k++)
+            snprintf(names[k], sizeof(names[k]), "layers.%d.processors.%d.%s", l, k,
+                     all[i].suffix);
+        if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, false, all[i].dst)))
+            return st;
+    }
+    /* q, k, v biases branch after branch: [b_q1 b_k1 b_v1 b_q2 ..], as the
+     * qkv workspace stacks the branches' [rows, 3 w_k] blocks. */
+    char qkv_names[3 * LN_MAX_SCALES][96];
+    const char *qkv_ptrs[3 * LN_MAX_SCALES];
+    static const char *const proj[3] = {"q_proj", "k_proj", "v_proj"};
     for (int k = 0; k < m->cfg.n_scales; k++)
-        snprintf(names[k], sizeof(names[k]), "layers.%d.processors.%d.attn.temperature", l, k);
-    return upload_concat(m, file, ptrs, m->cfg.n_scales, false, &L->all_temperature);
+        for (int j = 0; j < 3; j++) {
+            snprintf(qkv_names[3 * k + j], sizeof(qkv_names[0]),
+                     "layers.%d.processors.%d.attn.%s.bias", l, k, proj[j]);
+            qkv_ptrs[3 * k + j] = qkv_names[3 * k + j];
+        }
+    return upload_concat(m, file, qkv_ptrs, 3 * m->cfg.n_scales, false, &L->all_qkv_b);
 }
 
 static void release_weights(ln_model *m)
@@ -202,7 +283,10 @@ static void release_weights(ln_model *m)
         ln_buffer_release(ctx, L->proj_b);
         ln_buffer_release(ctx, L->fusion_w);
         ln_buffer_release(ctx, L->fusion_b);
-        ln_buffer_release(ctx, L->all_temperature);
+        cl_mem all[] = {L->all_temperature, L->all_ln1_g, L->all_ln1_b, L->all_ln2_g,
+                        L->all_ln2_b,       L->all_out_b, L->all_qkv_b, L->all_ffn1_b};
+        for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+            ln_buffer_release(ctx, all[i]);
         for (int k = 0; k < m->cfg.n_scales; k++) {
             branch_weights *B = &L->branch[k];
             cl_mem all[] = {B->ln1_g, B->ln1_b, B->qkv_w, B->qkv_b, B->out_w, B->out_b,
@@ -499,7 +583,7 @@ static ln_status ensure_workspace(ln_model *m, size_t batch, size_t n, size_t gr
         {&w->unit, rows * m->d * f},    {&w->h, rows * m->d * f},
         {&w->zcat, rows * m->sum_scales * f}, {&w->a, rows * branch_cols * f},
         {&w->qkv, rows * (3 * branch_cols > m->d ? 3 * branch_cols : m->d) * f}, /* or u^T */
-        {&w->f, rows * m->max_ffn * f},
+        {&w->f, rows * (together ? m->sum_scales * (size_t)m->cfg.ffn_mult : m->max_ffn) * f},
         {&w->s, mode == LN_ATTENTION_PRECOMPUTED_S ? group * n * n * f : 0},
     };
     for (size_t i = 0; i < sizeof(plan) / sizeof(plan[0]); i++) {
@@ -551,41 +635,75 @@ static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_
     return ln_layer_qkv_block(m->ws.qkv, rows, L->column[k], L->width[k]);
 }
 
-/* Branch B's attention input: a = LN1 z, then qkv = a W_qkv^T + b_qkv. */
+/* y += x W^T (wt = W^T [in, out]) through the GEMM's beta: a Linear whose
+ * bias the next LayerNorm adds (ln_layernorm_add_bias) or the fusion's
+ * bias carries (upload_fusion_bias). Each bias folded that way is one
+ * launch fewer: 2 K + 2 of a layer's 7 K + 4 (K branches), which at
+ * B = 8, n = 64 are most of the forward's time on a GPU (README). */
+static ln_status linear_accumulate(ln_model *m, size_t rows, size_t in, size_t out, ln_dmat x,
+                                   cl_mem wt, ln_dmat y)
+{
+    return ln_gemm(m->ctx, false, false, rows, out, in, 1.0f, x, ln_dmat_of(wt, out), 1.0f, y,
+                   "ln_linear");
+}
+
+/* z's bias still to add (the branch's slice of the projection's), or
+ * none: .mem NULL. */
+typedef struct pending_bias {
+    cl_mem mem;
+    size_t offset;
+} pending_bias;
+
+/* Branch B's attention input: z += pending bias, a = LN1 z, then
+ * qkv = a W_qkv^T + b_qkv. */
 static ln_status attention_in(ln_model *m, const branch_weights *B, size_t rows, ln_dmat z,
-                              ln_dmat a, ln_dmat qkv)
+                              pending_bias z_bias, ln_dmat a, ln_dmat qkv)
 {
     const size_t w = B->width;
-    ln_status st = ln_layernorm(m->ctx, rows, w, z, B->ln1_g, B->ln1_b, m->cfg.ln_eps, a);
+    const float eps = m->cfg.ln_eps;
+    ln_status st = z_bias.mem ? ln_layernorm_add_bias(m->ctx, rows, w, z, z_bias.mem,
+                                                      z_bias.offset, B->ln1_g, B->ln1_b, eps, a)
+                              : ln_layernorm(m->ctx, rows, w, z, B->ln1_g, B->ln1_b, eps, a);
     return st ? st
               : ln_linear_wt(m->ctx, rows, w, 3 * w, a, ln_dmat_of(B->qkv_w, 3 * w), B->qkv_b,
                              0, LN_EPILOGUE_BIAS, (ln_dmat){0}, qkv);
 }
 
-/* z += out_proj(a), a holding branch B's attention result. */
+/* z += a W_out^T, a holding branch B's attention result; its bias b_out
+ * is added by LN2 (ffn_half). */
 static ln_status attention_out(ln_model *m, const branch_weights *B, size_t rows, ln_dmat a,
                                ln_dmat z)
 {
-    const size_t w = B->width;
-    return ln_linear_wt(m->ctx, rows, w, w, a, ln_dmat_of(B->out_w, w), B->out_b, 0,
-                        LN_EPILOGUE_BIAS_RESIDUAL, z, z);
+    return linear_accumulate(m, rows, B->width, B->width, a, B->out_w, z);
 }
 
-/* z += out_proj(attn(LN1 z)) for every branch of layer L, in three steps
- * so that one launch can run every branch's attention: LN1 and the QKV
- * GEMM of each branch into its blocks of a and qkv, attention for all
- * branches (its results in a's blocks), then each out_proj. */
+/* z += out_proj(attn(LN1 z)) for every branch of layer L (zcat's
+ * projections still without their bias), in steps that each take all
+ * branches where they can: one LayerNorm launch (adding the projection
+ * bias) into a's blocks, the QKV GEMM of each branch into its block of
+ * qkv, one launch for their biases, one attention launch for all
+ * branches (its results in a's blocks), then each out_proj. 3 + K
+ * launches where a branch at a time takes 4 K + 1 (K = 4 by default). */
 static ln_status attention_half(ln_model *m, const layer_weights *L, size_t batch, size_t n,
                                 cl_mem unit, cl_mem s, cl_mem lengths)
 {
-    const size_t rows = batch * n, sum = m->sum_scales;
+    ln_context *ctx = m->ctx;
+    const size_t rows = batch * n, sum = m->sum_scales, count = (size_t)m->cfg.n_scales;
+    const ln_dmat none = {0};
     ln_status st;
+    if ((st = ln_layernorm_branches(ctx, rows, count, L->width, ln_dmat_of(m->ws.zcat, sum),
+                                    L->proj_b, L->all_ln1_g, L->all_ln1_b, m->cfg.ln_eps,
+                                    m->ws.a)))
+        return st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
-        const ln_dmat z = {m->ws.zcat, L->column[k], sum};
-        if ((st = attention_in(m, &L->branch[k], rows, z, a_block(m, L, k, rows),
-                               qkv_block(m, L, k, rows))))
+        const size_t w = L->width[k];
+        if ((st = ln_linear_wt(ctx, rows, w, 3 * w, a_block(m, L, k, rows),
+                               ln_dmat_of(L->branch[k].qkv_w, 3 * w), NULL, 0, LN_EPILOGUE_NONE,
+                               none, qkv_block(m, L, k, rows))))
             return st;
     }
+    if ((st = ln_add_bias_blocks(ctx, rows, count, L->width, 3, false, m->ws.qkv, L->all_qkv_b)))
+        return st;
     const ln_attention_layer layer = {(size_t)m->cfg.n_scales, L->width, L->temperature,
                                       L->all_temperature, m->head_table};
     if ((st = ln_semantic_attention_layer(
@@ -600,26 +718,38 @@ static ln_status attention_half(ln_model *m, const layer_weights *L, size_t batc
     return LN_SUCCESS;
 }
 
-/* z += W4 gelu(W3 LN2 z + b3) + b4 for branch B, with a as scratch. */
-static ln_status ffn_half(ln_model *m, const branch_weights *B, size_t rows, ln_dmat z, ln_dmat a)
+/* z += W4 gelu(W3 a + b3) + b4 for branch B, a = LN2 z; b4 left out
+ * where the fusion's bias carries it (!with_b4, multiscale). */
+static ln_status ffn(ln_model *m, const branch_weights *B, size_t rows, ln_dmat a, ln_dmat z,
+                     bool with_b4)
 {
     ln_context *ctx = m->ctx;
     const size_t w = B->width;
     const ln_dmat f = ln_dmat_of(m->ws.f, B->ffn_width), none = {0};
     ln_status st;
-    if ((st = ln_layernorm(ctx, rows, w, z, B->ln2_g, B->ln2_b, m->cfg.ln_eps, a)) ||
-        (st = ln_linear_wt(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, B->ffn_width),
+    if ((st = ln_linear_wt(ctx, rows, w, B->ffn_width, a, ln_dmat_of(B->ffn1_w, B->ffn_width),
                            B->ffn1_b, 0, LN_EPILOGUE_BIAS_GELU, none, f)))
         return st;
+    if (!with_b4)
+        return linear_accumulate(m, rows, B->ffn_width, w, f, B->ffn2_w, z);
     return ln_linear_wt(ctx, rows, B->ffn_width, w, f, ln_dmat_of(B->ffn2_w, w), B->ffn2_b, 0,
                         LN_EPILOGUE_BIAS_RESIDUAL, z, z);
 }
 
+/* z += b_out (attention_out's bias), a = LN2 z, then ffn. */
+static ln_status ffn_half(ln_model *m, const branch_weights *B, size_t rows, ln_dmat z, ln_dmat a,
+                          bool with_b4)
+{
+    ln_status st = ln_layernorm_add_bias(m->ctx, rows, B->width, z, B->out_b, 0, B->ln2_g,
+                                         B->ln2_b, m->cfg.ln_eps, a);
+    return st ? st : ffn(m, B, rows, a, z, with_b4);
+}
+
 /* One branch's whole block on z [B n, w] (a column slice of zcat, or the
  * caller's for ln_model_transformer_block), in the workspace's first
- * columns. */
+ * columns; z_bias and with_b4 as attention_in and ffn_half take them. */
 static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_t n, ln_dmat z,
-                       cl_mem unit, cl_mem s, cl_mem lengths)
+                       pending_bias z_bias, bool with_b4, cl_mem unit, cl_mem s, cl_mem lengths)
 {
     workspace *ws = &m->ws;
     const size_t rows = batch * n, w = B->width;
@@ -627,25 +757,66 @@ static ln_status block(ln_model *m, const branch_weights *B, size_t batch, size_
     const ln_dmat q = {ws->qkv, 0, 3 * w}, k = {ws->qkv, w, 3 * w}, v = {ws->qkv, 2 * w, 3 * w};
     const ln_attention_mode mode = s ? LN_ATTENTION_PRECOMPUTED_S : LN_ATTENTION_RECOMPUTE_S;
     ln_status st;
-    if ((st = attention_in(m, B, rows, z, a, qkv)) ||
+    if ((st = attention_in(m, B, rows, z, z_bias, a, qkv)) ||
         (st = ln_semantic_attention(m->ctx, batch, n, w, (size_t)m->cfg.head_dim, m->d, q, k, v,
                                     unit, s, B->temperature, lengths, mode, a)) ||
         (st = attention_out(m, B, rows, a, z)))
         return st;
-    return ffn_half(m, B, rows, z, a);
+    return ffn_half(m, B, rows, z, a, with_b4);
 }
 
+/* z += W4 gelu(W3 LN2 (z + b_out) + b3) for every branch of layer L (b4
+ * is the fusion bias's, upload_fusion_bias), the launches that can take
+ * all branches doing so: one LayerNorm (adding the out_proj biases) into
+ * a's blocks, each branch's W3 GEMM into its block of f ([rows, ffn_mult
+ * w_k] at rows ffn_mult column_k), one bias + GELU launch, each W4 GEMM.
+ * 2 K + 2 launches where a branch at a time takes 5 K. */
+static ln_status ffn_half_together(ln_model *m, const layer_weights *L, size_t rows)
+{
+    ln_context *ctx = m->ctx;
+    const size_t sum = m->sum_scales, count = (size_t)m->cfg.n_scales,
+                 mult = (size_t)m->cfg.ffn_mult;
+    const ln_dmat none = {0};
+    ln_status st;
+    if ((st = ln_layernorm_branches(ctx, rows, count, L->width, ln_dmat_of(m->ws.zcat, sum),
+                                    L->all_out_b, L->all_ln2_g, L->all_ln2_b, m->cfg.ln_eps,
+                                    m->ws.a)))
+        return st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        const branch_weights *B = &L->branch[k];
+        const ln_dmat f = {m->ws.f, rows * mult * L->column[k], B->ffn_width};
+        if ((st = ln_linear_wt(ctx, rows, B->width, B->ffn_width, a_block(m, L, k, rows),
+                               ln_dmat_of(B->ffn1_w, B->ffn_width), NULL, 0, LN_EPILOGUE_NONE,
+                               none, f)))
+            return st;
+    }
+    if ((st = ln_add_bias_blocks(ctx, rows, count, L->width, mult, true, m->ws.f,
+                                 L->all_ffn1_b)))
+        return st;
+    for (int k = 0; k < m->cfg.n_scales; k++) {
+        const branch_weights *B = &L->branch[k];
+        const ln_dmat f = {m->ws.f, rows * mult * L->column[k], B->ffn_width},
+                      z = {m->ws.zcat, L->column[k], sum};
+        if ((st = linear_accumulate(m, rows, B->ffn_width, B->width, f, B->ffn2_w, z)))
+            return st;
+    }
+    return LN_SUCCESS;
+}
+
+/* h += F [z_1 .. z_K] + f for layer l; f left out where !fusion_bias
+ * (the final LayerNorm adds the last layer's). */
 static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h, cl_mem unit,
-                            cl_mem s, cl_mem lengths)
+                            cl_mem s, cl_mem lengths, bool fusion_bias)
 {
     ln_context *ctx = m->ctx;
     layer_weights *L = &m->layers[l];
     size_t rows = batch * n, sum = m->sum_scales;
     ln_dmat zcat = ln_dmat_of(m->ws.zcat, sum), hv = ln_dmat_of(h, m->d), none = {0};
     ln_status st;
-    /* Every branch projection reads h: one GEMM into the concatenation. */
-    if ((st = ln_linear_wt(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, sum), L->proj_b, 0,
-                           LN_EPILOGUE_BIAS, none, zcat)))
+    /* Every branch projection reads h: one GEMM into the concatenation,
+     * whose bias each branch's LN1 adds. */
+    if ((st = ln_linear_wt(ctx, rows, m->d, sum, hv, ln_dmat_of(L->proj_w, sum), NULL, 0,
+                           LN_EPILOGUE_NONE, none, zcat)))
         return st;
     /* Where one launch runs every branch's attention (attention_rows, on
      * GPUs), the branches go through the layer step by step; else each
@@ -655,20 +826,20 @@ static ln_status multiscale(ln_model *m, int l, size_t batch, size_t n, cl_mem h
      * B = 8, n = 256 (ln-bench, three alternating runs each), and its
      * workspace is larger. */
     if (m->ws.together) {
-        if ((st = attention_half(m, L, batch, n, unit, s, lengths)))
+        if ((st = attention_half(m, L, batch, n, unit, s, lengths)) ||
+            (st = ffn_half_together(m, L, rows)))
             return st;
-        for (int k = 0; k < m->cfg.n_scales; k++) {
-            const ln_dmat z = {m->ws.zcat, L->column[k], sum};
-            if ((st = ffn_half(m, &L->branch[k], rows, z, a_block(m, L, k, rows))))
-                return st;
-        }
     } else
         for (int k = 0; k < m->cfg.n_scales; k++) {
             const ln_dmat z = {m->ws.zcat, L->column[k], sum};
-            if ((st = block(m, &L->branch[k], batch, n, z, unit, s, lengths)))
+            const pending_bias proj_bias = {L->proj_b, L->column[k]};
+            if ((st = block(m, &L->branch[k], batch, n, z, proj_bias, false, unit, s, lengths)))
                 return st;
         }
-    /* h += F [z_1 .. z_K] + f, in place through the GEMM's beta. */
+    /* h += F [z_1 .. z_K] + f, in place through the GEMM's beta; f holds
+     * the branches' b4 too (upload_fusion_bias). */
+    if (!fusion_bias)
+        return linear_accumulate(m, rows, sum, m->d, zcat, L->fusion_w, hv);
     return ln_linear_wt(ctx, rows, sum, m->d, zcat, ln_dmat_of(L->fusion_w, m->d), L->fusion_b,
                         0, LN_EPILOGUE_BIAS_RESIDUAL, hv, hv);
 }
@@ -715,11 +886,12 @@ static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem p
     if ((st = ln_positional_add_wt(ctx, batch, n, d, (size_t)m->cfg.pos_hidden, positions,
                                    m->pos_w1, m->pos_b1, m->pos_w2t, m->pos_b2, x, ws->h)))
         return st;
-    for (int l = 0; l < m->cfg.n_layers; l++)
-        if ((st = multiscale(m, l, batch, n, ws->h, ws->unit, ws->s, lengths)))
+    const int last = m->cfg.n_layers - 1;
+    for (int l = 0; l <= last; l++)
+        if ((st = multiscale(m, l, batch, n, ws->h, ws->unit, ws->s, lengths, l < last)))
             return st;
-    return ln_layernorm(ctx, rows, d, ln_dmat_of(ws->h, d), m->final_g, m->final_b,
-                        m->cfg.ln_eps, out);
+    return ln_layernorm_add_bias(ctx, rows, d, ln_dmat_of(ws->h, d), m->layers[last].fusion_b, 0,
+                                 m->final_g, m->final_b, m->cfg.ln_eps, out);
 }
 
 /* Device-to-device copy on the in-order queue (no host wait). */
@@ -880,7 +1052,7 @@ ln_status ln_model_transformer_block(ln_model *model, int layer, int branch, siz
         (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
         (st = ensure_workspace(model, batch, n, batch)))
         return st;
-    return block(model, B, batch, n, z, unit, s, lengths);
+    return block(model, B, batch, n, z, (pending_bias){0}, true, unit, s, lengths);
 }
 
 ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n, cl_mem h,
@@ -901,5 +1073,5 @@ ln_status ln_model_multiscale(ln_model *model, int layer, size_t batch, size_t n
         (s && (st = ln_check_mem(ctx, op, "s", s, 0, batch * n * n))) ||
         (st = ensure_workspace(model, batch, n, batch)))
         return st;
-    return multiscale(model, layer, batch, n, h, unit, s, lengths);
+    return multiscale(model, layer, batch, n, h, unit, s, lengths, true);
 }

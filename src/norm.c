@@ -1,12 +1,15 @@
 /*
  * norm.c: row normalisations launched from cl/norm.cl: LayerNorm (biased
- * variance) and unit rows, on device views and on host arrays; on CPUs,
- * unit rows that also write each sequence's u^T for S's GEMM.
+ * variance; optionally adding a bias to its input first, and for every
+ * branch of a layer in one launch) and unit rows, on device views and on
+ * host arrays; on CPUs, unit rows that also write each sequence's u^T for
+ * S's GEMM.
  */
 #include "internal.h"
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 /* Where the epilogues take float16s (CPUs, params.c), the row kernels take
  * one row per work-item in float16s: no barriers, which PoCL runs as loop
@@ -23,8 +26,8 @@ static bool row_per_item(const ln_context *ctx, size_t width)
 /* Launches one work-group per row, or (row_per_item) one work-item per
  * row; indices are 32-bit in the kernels. */
 static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const char *op,
-                             size_t rows, size_t width, ln_dmat x, cl_mem gamma, cl_mem beta,
-                             float eps, ln_dmat y)
+                             size_t rows, size_t width, ln_dmat x, cl_mem bias,
+                             size_t bias_offset, cl_mem gamma, cl_mem beta, float eps, ln_dmat y)
 {
     if (rows == 0 || width == 0)
         return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: rows (%zu) and width (%zu) must be > 0",
@@ -36,18 +39,28 @@ static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const cha
     if (gamma && ((st = ln_check_mem(ctx, op, "gamma", gamma, 0, width)) ||
                   (st = ln_check_mem(ctx, op, "beta", beta, 0, width))))
         return st;
+    if (bias && (st = ln_check_mem(ctx, op, "bias", bias, bias_offset, width)))
+        return st;
+    if (bias_offset > UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: bias offset %zu exceeds 2^32", op,
+                       bias_offset);
     if (x.offset + rows * x.ld > UINT_MAX || y.offset + rows * y.ld > UINT_MAX)
         return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu x %zu exceeds 2^32 elements", op, rows,
                        width);
     cl_kernel k;
     cl_uint r = (cl_uint)rows, w = (cl_uint)width;
     cl_uint xo = (cl_uint)x.offset, xl = (cl_uint)x.ld, yo = (cl_uint)y.offset, yl = (cl_uint)y.ld;
+    /* Without a bias the kernel never reads its bias argument: gamma
+     * stands in, so that no NULL buffer goes to the driver. */
+    cl_uint add_bias = bias != NULL, bo = (cl_uint)bias_offset;
+    cl_mem bias_arg = bias ? bias : gamma;
     if (row_per_item(ctx, width)) {
         if ((st = ln_kernel_get(ctx, "norm", "", gamma ? "layernorm_rows16" : "unit_rows16", &k)))
             return st;
         if (gamma)
             st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo),
-                             LN_ARG(xl), LN_ARG(gamma), LN_ARG(beta), LN_ARG(eps), LN_ARG(y.mem),
+                             LN_ARG(xl), LN_ARG(add_bias), LN_ARG(bias_arg), LN_ARG(bo),
+                             LN_ARG(gamma), LN_ARG(beta), LN_ARG(eps), LN_ARG(y.mem),
                              LN_ARG(yo), LN_ARG(yl), LN_ARGS_END);
         else
             st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo),
@@ -62,7 +75,8 @@ static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const cha
     size_t wg = ln_kernel_wg_size(ctx, k, ctx->params.wg_layernorm, true);
     if (gamma)
         st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo), LN_ARG(xl),
-                         LN_ARG(gamma), LN_ARG(beta), LN_ARG(eps), LN_ARG(y.mem), LN_ARG(yo),
+                         LN_ARG(add_bias), LN_ARG(bias_arg), LN_ARG(bo), LN_ARG(gamma),
+                         LN_ARG(beta), LN_ARG(eps), LN_ARG(y.mem), LN_ARG(yo),
                          LN_ARG(yl), LN_LOCAL(wg * sizeof(float)), LN_ARGS_END);
     else
         st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(w), LN_ARG(x.mem), LN_ARG(xo), LN_ARG(xl),
@@ -74,22 +88,108 @@ static ln_status launch_rows(ln_context *ctx, const char *kernel_name, const cha
     return ln_enqueue(ctx, k, 1, &global, &wg, op);
 }
 
-ln_status ln_layernorm(ln_context *ctx, size_t rows, size_t width, ln_dmat x, cl_mem gamma,
-                       cl_mem beta, float eps, ln_dmat y)
+static ln_status layernorm(ln_context *ctx, const char *op, size_t rows, size_t width,
+                           ln_dmat x, cl_mem bias, size_t bias_offset, cl_mem gamma, cl_mem beta,
+                           float eps, ln_dmat y)
 {
     LN_CHECK_CTX(ctx);
     if (!gamma || !beta)
-        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_layernorm: gamma or beta is NULL");
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: gamma or beta is NULL", op);
     if (!(eps > 0.0f))
-        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_layernorm: eps must be > 0 (got %g)",
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: eps must be > 0 (got %g)", op,
                        (double)eps);
-    return launch_rows(ctx, "layernorm", "ln_layernorm", rows, width, x, gamma, beta, eps, y);
+    return launch_rows(ctx, "layernorm", op, rows, width, x, bias, bias_offset, gamma, beta, eps,
+                       y);
+}
+
+ln_status ln_layernorm(ln_context *ctx, size_t rows, size_t width, ln_dmat x, cl_mem gamma,
+                       cl_mem beta, float eps, ln_dmat y)
+{
+    return layernorm(ctx, "ln_layernorm", rows, width, x, NULL, 0, gamma, beta, eps, y);
+}
+
+ln_status ln_layernorm_add_bias(ln_context *ctx, size_t rows, size_t width, ln_dmat x,
+                                cl_mem bias, size_t bias_offset, cl_mem gamma, cl_mem beta,
+                                float eps, ln_dmat y)
+{
+    if (ctx && !bias)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "ln_layernorm_add_bias: bias is NULL");
+    return layernorm(ctx, "ln_layernorm_add_bias", rows, width, x, bias, bias_offset, gamma,
+                     beta, eps, y);
+}
+
+/* Sum of the widths, after checking that there are 1 to 16 of them (the
+ * kernels take them as one uint16), all > 0. */
+ln_status ln_branch_widths(ln_context *ctx, const char *op, size_t count, const size_t *width,
+                           cl_uint16 *packed, size_t *sum)
+{
+    if (count == 0 || count > 16 || !width)
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: %zu branches; 1 to 16 are supported",
+                       op, count);
+    memset(packed, 0, sizeof(*packed));
+    *sum = 0;
+    for (size_t k = 0; k < count; k++) {
+        if (width[k] == 0 || width[k] > UINT_MAX)
+            return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: branch %zu's width is %zu", op, k,
+                           width[k]);
+        packed->s[k] = (cl_uint)width[k];
+        *sum += width[k];
+    }
+    return LN_SUCCESS;
+}
+
+ln_status ln_layernorm_branches(ln_context *ctx, size_t rows, size_t count, const size_t *width,
+                                ln_dmat x, cl_mem bias, cl_mem gamma, cl_mem beta, float eps,
+                                cl_mem y)
+{
+    LN_CHECK_CTX(ctx);
+    const char *op = "ln_layernorm_branches";
+    cl_uint16 widths;
+    size_t sum = 0;
+    ln_status st;
+    if ((st = ln_branch_widths(ctx, op, count, width, &widths, &sum)))
+        return st;
+    if (rows == 0 || !gamma || !beta || !(eps > 0.0f))
+        return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT,
+                       "%s: needs rows > 0, gamma, beta and eps > 0 (rows %zu, eps %g)", op, rows,
+                       (double)eps);
+    if ((st = ln_check_view(ctx, op, "x", x, rows, sum)) ||
+        (st = ln_check_mem(ctx, op, "y", y, 0, rows * sum)) ||
+        (st = ln_check_mem(ctx, op, "gamma", gamma, 0, sum)) ||
+        (st = ln_check_mem(ctx, op, "beta", beta, 0, sum)) ||
+        (bias && (st = ln_check_mem(ctx, op, "bias", bias, 0, sum))))
+        return st;
+    if (x.offset + rows * x.ld > UINT_MAX || rows * sum > UINT_MAX)
+        return ln_fail(ctx, LN_ERROR_UNSUPPORTED, "%s: %zu x %zu exceeds 2^32 elements", op, rows,
+                       sum);
+    bool per_item = true;
+    for (size_t i = 0; i < count; i++)
+        per_item = per_item && row_per_item(ctx, width[i]);
+    cl_kernel k;
+    if ((st = ln_kernel_get(ctx, "norm", "",
+                            per_item ? "layernorm_branches_rows16" : "layernorm_branches", &k)))
+        return st;
+    const size_t wg = per_item ? 1 : ln_kernel_wg_size(ctx, k, ctx->params.wg_layernorm, true);
+    cl_uint r = (cl_uint)rows, xo = (cl_uint)x.offset, xl = (cl_uint)x.ld, add_bias = bias != NULL;
+    cl_mem bias_arg = bias ? bias : gamma; /* never read without a bias */
+    st = per_item ? ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(widths), LN_ARG(x.mem), LN_ARG(xo),
+                                LN_ARG(xl), LN_ARG(add_bias), LN_ARG(bias_arg), LN_ARG(gamma),
+                                LN_ARG(beta), LN_ARG(eps), LN_ARG(y), LN_ARGS_END)
+                  : ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(widths), LN_ARG(x.mem), LN_ARG(xo),
+                                LN_ARG(xl), LN_ARG(add_bias), LN_ARG(bias_arg), LN_ARG(gamma),
+                                LN_ARG(beta), LN_ARG(eps), LN_ARG(y),
+                                LN_LOCAL(wg * sizeof(float)), LN_ARGS_END);
+    if (st)
+        return st;
+    size_t global[2] = {rows * wg, count}, local[2] = {wg, 1};
+    return ln_enqueue(ctx, k, 2, global, local, op);
 }
 
 ln_status ln_unit_rows(ln_context *ctx, size_t rows, size_t width, ln_dmat x, ln_dmat y)
 {
     LN_CHECK_CTX(ctx);
-    return launch_rows(ctx, "unit_rows", "ln_unit_rows", rows, width, x, NULL, NULL, 0.0f, y);
+    return launch_rows(ctx, "unit_rows", "ln_unit_rows", rows, width, x, NULL, 0, NULL, NULL,
+                       0.0f, y);
 }
 
 bool ln_unit_rows_t_supported(const ln_context *ctx, size_t width)

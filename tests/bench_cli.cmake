@@ -2,7 +2,8 @@
 # n = 64, one repeat, no warm-up): the table run must print the forward,
 # its per-op profile, the GEMM section with both timings (one call and a
 # finish, and back to back) and a one-float kernel's launch cost, and
-# --json must carry the same fields that bench/compare.py reads. Speed is
+# --json must carry the same fields that bench/compare.py reads, with
+# or without a profile. Speed is
 # not judged here (bench/, README).
 # Included by tests/CMakeLists.txt.
 if(TARGET ln-bench)
@@ -18,4 +19,11 @@ if(TARGET ln-bench)
   set_tests_properties(bench_cli_json PROPERTIES ENVIRONMENT "${LN_TEST_ENV}" TIMEOUT 600
     FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
     PASS_REGULAR_EXPRESSION "\"tool\": \"ln-bench\".*\"shapes\".*\"categories_ms\".*\"gemm\".*\"stream_ms\": [0-9.]+.*\"stream_calls\": [0-9]+.*\"launch_us\": {.*\"with_finish\": [0-9.]+")
+  # Without a profile the shape is still reported, its profile null (it
+  # once vanished from the JSON: NaN medians).
+  add_test(NAME bench_cli_json_unprofiled
+           COMMAND ln-bench ${LN_BENCH_ARGS} --profile-runs 0 --no-gemm --json)
+  set_tests_properties(bench_cli_json_unprofiled PROPERTIES ENVIRONMENT "${LN_TEST_ENV}"
+    TIMEOUT 600 FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
+    PASS_REGULAR_EXPRESSION "\"shapes\": \\[.*\"batch\": 1,.*\"encode_device_ms\": [0-9.]+.*\"profile\": null")
 endif()

@@ -2,7 +2,8 @@
  * test_linear.c: Linear through CLBlast and its epilogues (src/linear.c,
  * cl/linear.cl) against float64, including strided column slices and the
  * model's transposed-weight route; ln_gemm in both of its CLBlast layouts
- * and how it chooses between them.
+ * and how it chooses between them; the bias (and GELU) on every branch's
+ * block at once (ln_add_bias_blocks).
  */
 #include "test_util.h"
 #include "internal.h" /* ln_linear_wt and the tracked-buffer helpers */
@@ -374,6 +375,68 @@ START_TEST(gemm_layout_follows_clblast_copies)
 }
 END_TEST
 
+/* + bias (and GELU) on every branch's dense block at once
+ * (ln_add_bias_blocks), as the model adds a layer's q, k and v biases
+ * (per 3) and its FFN hidden layers' (per ffn_mult, with GELU) where one
+ * launch takes all branches: blocks [rows, per w_k] stacked, biases
+ * concatenated. Without GELU exact (one float add each); with it within
+ * the GELU's float error (linear_gelu_accuracy). */
+START_TEST(add_bias_blocks_matches_per_block)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 40;
+    static const size_t widths[] = {64, 3, 128, 32, 1};
+    const size_t count = 5, sum = 64 + 3 + 128 + 32 + 1;
+    static const size_t pers[] = {1, 3, 4};
+    for (int gelu = 0; gelu < 2; gelu++)
+        for (size_t pi = 0; pi < 3; pi++)
+            for (size_t rows = 1; rows <= 301; rows += 100) {
+                const size_t per = pers[pi], total = rows * per * sum, extra = 37;
+                float *y = tu_malloc((total + extra) * 4), *bias = tu_malloc(per * sum * 4),
+                      *got = tu_malloc((total + extra) * 4);
+                tu_fill(y, total + extra, -4, 4, &rng);
+                tu_fill(bias, per * sum, -2, 2, &rng);
+                cl_mem dy, db;
+                tu_assert_ok(ctx, ln_buffer_from_host(ctx, y, (total + extra) * 4, &dy, "y"));
+                tu_assert_ok(ctx, ln_buffer_from_host(ctx, bias, per * sum * 4, &db, "bias"));
+                tu_assert_ok(ctx, ln_add_bias_blocks(ctx, rows, count, widths, per, gelu, dy, db));
+                tu_assert_ok(ctx, ln_buffer_to_host(ctx, dy, got, (total + extra) * 4));
+                for (size_t k = 0, column = 0; k < count; column += widths[k], k++) {
+                    const size_t w = per * widths[k], start = rows * per * column;
+                    for (size_t r = 0; r < rows; r++)
+                        for (size_t c = 0; c < w; c++) {
+                            const size_t i = start + r * w + c;
+                            const float sum_f = y[i] + bias[per * column + c];
+                            const double want = gelu ? tu_gelu(sum_f) : sum_f;
+                            ck_assert_msg(gelu ? fabs(got[i] - want) <= 1e-6 * (1 + fabs(want))
+                                               : got[i] == sum_f,
+                                          "gelu %d per %zu rows %zu branch %zu row %zu column "
+                                          "%zu: %.9g, want %.9g",
+                                          gelu, per, rows, k, r, c, got[i], want);
+                        }
+                }
+                for (size_t i = total; i < total + extra; i++)
+                    ck_assert_float_eq(got[i], y[i]);
+                ln_buffer_release(ctx, dy), ln_buffer_release(ctx, db);
+                free(y), free(bias), free(got);
+            }
+    cl_mem small;
+    float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, ones, sizeof(ones), &small, "small"));
+    const size_t w2[2] = {2, 2}, w0[2] = {2, 0};
+    tu_assert_status(ctx, ln_add_bias_blocks(ctx, 5, 2, w2, 1, false, small, small),
+                     LN_ERROR_SHAPE_MISMATCH); /* 20 floats of blocks in 16 */
+    tu_assert_status(ctx, ln_add_bias_blocks(ctx, 1, 2, w2, 5, false, small, small),
+                     LN_ERROR_SHAPE_MISMATCH); /* 20 floats of bias in 16 */
+    tu_assert_status(ctx, ln_add_bias_blocks(ctx, 2, 2, w0, 1, false, small, small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_add_bias_blocks(ctx, 2, 0, w2, 1, false, small, small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    ln_buffer_release(ctx, small);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
 START_TEST(linear_rejects_bad_input)
 {
     ln_context *ctx = tu_context();
@@ -417,6 +480,7 @@ int main(void)
     tcase_add_test(tc, linear_gelu_accuracy);
     tcase_add_test(tc, linear_transposed_weights);
     tcase_add_test(tc, linear_rejects_bad_input);
+    tcase_add_test(tc, add_bias_blocks_matches_per_block);
     tcase_add_test(tc, gemm_both_layouts_match_float64);
     tcase_add_test(tc, gemm_layout_follows_clblast_copies);
     suite_add_tcase(s, tc);

@@ -612,18 +612,19 @@ static memory_use device_call_memory(ln_context *ctx, uint64_t seed, size_t B, s
 /* Device memory follows the chunk, not the batch: the peak of a chunked
  * call is well below the whole batch's, and the device path holds exactly
  * the workspace (no [B n, d] staging for host arrays). Branch by branch
- * (attention_fused forced, on any device) a and qkv hold one branch; with
- * every branch's attention in one launch (attention_rows forced), all. */
+ * (attention_fused forced, on any device) a, qkv and the FFN's hidden
+ * layer hold one branch; with every branch's attention in one launch
+ * (attention_rows forced), all. */
 START_TEST(chunking_bounds_device_memory)
 {
     ln_context *ctx = tu_context();
     ctx->params.attn_kernel = LN_ATTENTION_KERNEL_FUSED;
     const size_t B = 6, n = 96, d = 192, rows = B * n, bytes = rows * d * 4;
     /* SMALL_CFG per row: unit, h (d each), zcat (48 + 96 + 192), a (192),
-     * qkv (3 x 192), ffn (2 x 192) floats; in one launch a and qkv hold
-     * 336 and 3 x 336. */
+     * qkv (3 x 192), ffn (2 x 192) floats; in one launch a, qkv and ffn
+     * hold 336, 3 x 336 and 2 x 336. */
     const size_t per_row = 4 * (d + d + 336 + 192 + 576 + 384);
-    const size_t per_row_together = per_row + 4 * 4 * (336 - 192);
+    const size_t per_row_together = per_row + 4 * (1 + 3 + 2) * (336 - 192);
     float *x = tu_malloc(bytes);
     uint64_t rng = tu_seed() + 23;
     tu_fill_normal(x, rows * d, 1.0f, &rng);

@@ -1,5 +1,7 @@
 /*
- * test_norm.c: LayerNorm and unit rows (src/norm.c) against float64; unit
+ * test_norm.c: LayerNorm (with and without its bias add into x, one row
+ * and every branch of a layer at once) and unit rows (src/norm.c) against
+ * float64; unit
  * rows with their per-sequence transposes, and S = u u^T from them
  * (ln_similarity_t, src/attention.c), against float64 and ln_similarity.
  */
@@ -8,6 +10,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const size_t widths[] = {64, 192, 384, 768, 1, 37};
 static const size_t row_counts[] = {1, 3, 67, 301};
@@ -91,6 +94,193 @@ START_TEST(layernorm_strided_views)
             ck_assert_float_eq(out[yoff + r * ldy + c], hy[yoff + r * ldy + c]);
     clReleaseMemObject(dx), clReleaseMemObject(dy), clReleaseMemObject(dg), clReleaseMemObject(db);
     free(hx), free(hy), free(g), free(b), free(out), free(dense), free(got), free(ref);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+/* x += bias then LayerNorm, on strided views and in place, through both
+ * kernels: width 96 takes the row-per-work-item float16 kernel on CPUs,
+ * width 37 the work-group one everywhere. x afterwards holds x + bias
+ * (the model reads it as its residual stream) unless y is x. */
+START_TEST(layernorm_add_bias_matches_float64)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 5;
+    static const size_t widths_here[] = {96, 37, 384};
+    for (size_t wi = 0; wi < 3; wi++)
+        for (int in_place = 0; in_place < 2; in_place++) {
+            const size_t rows = 53, w = widths_here[wi], ldx = w + 29, xoff = 11,
+                         ldy = in_place ? ldx : w + 3, yoff = in_place ? xoff : 5, boff = 7;
+            const size_t xn = rows * ldx + xoff, yn = rows * ldy + yoff;
+            float *hx = tu_malloc(xn * 4), *hy = tu_malloc(yn * 4), *g = tu_malloc(w * 4),
+                  *b = tu_malloc(w * 4), *bias = tu_malloc((boff + w) * 4);
+            tu_fill_normal(hx, xn, 2.0f, &rng);
+            tu_fill(hy, yn, -1, 1, &rng);
+            tu_fill(g, w, 0.5f, 1.5f, &rng);
+            tu_fill(b, w, -0.5f, 0.5f, &rng);
+            tu_fill(bias, boff + w, 1.0f, 3.0f, &rng); /* shifts the mean: centring counts */
+            cl_mem dx, dy, dg, db, dbias;
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, hx, xn * 4, &dx, "x"));
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, hy, yn * 4, &dy, "y"));
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, g, w * 4, &dg, "g"));
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, w * 4, &db, "b"));
+            tu_assert_ok(ctx, ln_buffer_from_host(ctx, bias, (boff + w) * 4, &dbias, "bias"));
+            const ln_dmat vx = {dx, xoff, ldx}, vy = in_place ? vx : (ln_dmat){dy, yoff, ldy};
+            tu_assert_ok(ctx,
+                         ln_layernorm_add_bias(ctx, rows, w, vx, dbias, boff, dg, db, 1e-5f, vy));
+            float *out_x = tu_malloc(xn * 4), *out_y = tu_malloc(yn * 4);
+            tu_assert_ok(ctx, ln_buffer_to_host(ctx, dx, out_x, xn * 4));
+            tu_assert_ok(ctx, ln_buffer_to_host(ctx, in_place ? dx : dy, out_y,
+                                                (in_place ? xn : yn) * 4));
+            float *sum = tu_malloc(rows * w * 4), *got_x = tu_malloc(rows * w * 4),
+                  *got_y = tu_malloc(rows * w * 4);
+            double *ref_x = tu_malloc(rows * w * 8), *ref_y = tu_malloc(rows * w * 8);
+            for (size_t r = 0; r < rows; r++)
+                for (size_t c = 0; c < w; c++) {
+                    ref_x[r * w + c] = (double)hx[xoff + r * ldx + c] + bias[boff + c];
+                    sum[r * w + c] = hx[xoff + r * ldx + c] + bias[boff + c];
+                    got_x[r * w + c] = out_x[xoff + r * ldx + c];
+                    got_y[r * w + c] = out_y[yoff + r * ldy + c];
+                }
+            ref_layernorm(rows, w, sum, g, b, 1e-5, ref_y);
+            if (!in_place) /* in place, y overwrote x + bias */
+                tu_assert_close(got_x, ref_x, rows * w, 1e-7, "x + bias, width %zu", w);
+            tu_assert_close(got_y, ref_y, rows * w, 1e-5, "layernorm(x + bias), width %zu in "
+                            "place %d", w, in_place);
+            /* Everything outside the views is untouched. */
+            for (size_t i = 0; i < xn; i++) {
+                const size_t r = i < xoff ? 0 : (i - xoff) / ldx, c = i < xoff ? w : (i - xoff) % ldx;
+                if (i < xoff || r >= rows || c >= w)
+                    ck_assert_float_eq(out_x[i], hx[i]);
+            }
+            if (!in_place)
+                for (size_t i = 0; i < yn; i++) {
+                    const size_t r = i < yoff ? 0 : (i - yoff) / ldy,
+                                 c = i < yoff ? w : (i - yoff) % ldy;
+                    if (i < yoff || r >= rows || c >= w)
+                        ck_assert_float_eq(out_y[i], hy[i]);
+                }
+            ln_buffer_release(ctx, dx), ln_buffer_release(ctx, dy), ln_buffer_release(ctx, dg);
+            ln_buffer_release(ctx, db), ln_buffer_release(ctx, dbias);
+            free(hx), free(hy), free(g), free(b), free(bias), free(out_x), free(out_y);
+            free(sum), free(got_x), free(got_y), free(ref_x), free(ref_y);
+        }
+    /* A missing or short bias is refused by name. */
+    cl_mem x16, short_bias;
+    float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, ones, sizeof(ones), &x16, "x"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, ones, 4 * 4, &short_bias, "bias"));
+    const ln_dmat v = ln_dmat_of(x16, 8);
+    tu_assert_status(ctx, ln_layernorm_add_bias(ctx, 2, 8, v, NULL, 0, x16, x16, 1e-5f, v),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_layernorm_add_bias(ctx, 2, 8, v, short_bias, 0, x16, x16, 1e-5f, v),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ck_assert_ptr_nonnull(strstr(ln_last_error(ctx), "bias"));
+    tu_assert_status(ctx, ln_layernorm_add_bias(ctx, 2, 4, v, short_bias, 1, x16, x16, 1e-5f, v),
+                     LN_ERROR_SHAPE_MISMATCH);
+    ln_buffer_release(ctx, x16), ln_buffer_release(ctx, short_bias);
+    ln_context_destroy(ctx);
+}
+END_TEST
+
+/* Every branch's LayerNorm in one launch (ln_layernorm_branches): branch
+ * k's column slice of a strided x, plus its slice of the concatenated
+ * bias where with_bias, normalised into y's dense block at rows * column_k,
+ * as the model's LN1 and LN2 run where one launch takes all branches. */
+static void check_layernorm_branches(ln_context *ctx, const size_t *widths_here, size_t count,
+                                     int with_bias, uint64_t *state)
+{
+    const size_t rows = 29;
+    size_t sum = 0;
+    for (size_t k = 0; k < count; k++)
+        sum += widths_here[k];
+    const size_t ldx = sum + 13, xoff = 9, xn = xoff + rows * ldx, yn = rows * sum + 21;
+    float *hx = tu_malloc(xn * 4), *hy = tu_malloc(yn * 4), *g = tu_malloc(sum * 4),
+          *b = tu_malloc(sum * 4), *bias = tu_malloc(sum * 4);
+    tu_fill_normal(hx, xn, 2.0f, state);
+    tu_fill(hy, yn, -1, 1, state);
+    tu_fill(g, sum, 0.5f, 1.5f, state);
+    tu_fill(b, sum, -0.5f, 0.5f, state);
+    tu_fill(bias, sum, -3.0f, 3.0f, state);
+    cl_mem dx, dy, dg, db, dbias;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, hx, xn * 4, &dx, "x"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, hy, yn * 4, &dy, "y"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, g, sum * 4, &dg, "g"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, sum * 4, &db, "b"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, bias, sum * 4, &dbias, "bias"));
+    tu_assert_ok(ctx, ln_layernorm_branches(ctx, rows, count, widths_here,
+                                            (ln_dmat){dx, xoff, ldx}, with_bias ? dbias : NULL,
+                                            dg, db, 1e-5f, dy));
+    float *out_x = tu_malloc(xn * 4), *out_y = tu_malloc(yn * 4);
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dx, out_x, xn * 4));
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, dy, out_y, yn * 4));
+    for (size_t k = 0, column = 0; k < count; column += widths_here[k], k++) {
+        const size_t w = widths_here[k];
+        float *in = tu_malloc(rows * w * 4), *got_x = tu_malloc(rows * w * 4);
+        double *ref_x = tu_malloc(rows * w * 8), *ref_y = tu_malloc(rows * w * 8);
+        for (size_t r = 0; r < rows; r++)
+            for (size_t c = 0; c < w; c++) {
+                const float x0 = hx[xoff + r * ldx + column + c];
+                in[r * w + c] = with_bias ? x0 + bias[column + c] : x0;
+                ref_x[r * w + c] = (double)in[r * w + c];
+                got_x[r * w + c] = out_x[xoff + r * ldx + column + c];
+            }
+        ref_layernorm(rows, w, in, g + column, b + column, 1e-5, ref_y);
+        if (w > 1) /* a 1-wide LayerNorm is beta exactly */
+            tu_assert_close(out_y + rows * column, ref_y, rows * w, 1e-5,
+                            "branch %zu (width %zu), bias %d", k, w, with_bias);
+        else
+            for (size_t r = 0; r < rows; r++)
+                ck_assert_float_eq(out_y[rows * column + r], b[column]);
+        tu_assert_close(got_x, ref_x, rows * w, 1e-7, "branch %zu's x, bias %d", k,
+                        with_bias);
+        free(in), free(got_x), free(ref_x), free(ref_y);
+    }
+    for (size_t i = rows * sum; i < yn; i++) /* past the blocks */
+        ck_assert_float_eq(out_y[i], hy[i]);
+    for (size_t i = 0; i < xn; i++) /* x outside the view */
+        if (i < xoff || (i - xoff) % ldx >= sum)
+            ck_assert_float_eq(out_x[i], hx[i]);
+    ln_buffer_release(ctx, dx), ln_buffer_release(ctx, dy), ln_buffer_release(ctx, dg);
+    ln_buffer_release(ctx, db), ln_buffer_release(ctx, dbias);
+    free(hx), free(hy), free(g), free(b), free(bias), free(out_x), free(out_y);
+}
+
+START_TEST(layernorm_branches_matches_float64)
+{
+    ln_context *ctx = tu_context();
+    uint64_t rng = tu_seed() + 6;
+    /* The first set has widths no float16 kernel takes; the second takes
+     * layernorm_branches_rows16 on CPUs. */
+    static const size_t width_sets[2][5] = {{48, 16, 37, 96, 1}, {48, 16, 32, 96, 384}};
+    for (int set = 0; set < 2; set++)
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            check_layernorm_branches(ctx, width_sets[set], 5, with_bias, &rng);
+    /* Bad widths, counts and short buffers are refused by name. */
+    cl_mem small;
+    float ones[64];
+    for (int i = 0; i < 64; i++)
+        ones[i] = 1.0f;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, ones, sizeof(ones), &small, "small"));
+    const size_t w17[17] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+                 w_zero[2] = {4, 0}, w_ok[2] = {4, 4};
+    const ln_dmat v = ln_dmat_of(small, 8);
+    tu_assert_status(ctx, ln_layernorm_branches(ctx, 2, 17, w17, ln_dmat_of(small, 17), NULL,
+                                                small, small, 1e-5f, small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_layernorm_branches(ctx, 2, 2, w_zero, v, NULL, small, small, 1e-5f,
+                                                small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    tu_assert_status(ctx, ln_layernorm_branches(ctx, 9, 2, w_ok, v, NULL, small, small, 1e-5f,
+                                                small),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_layernorm_branches(ctx, 2, 2, w_ok, ln_dmat_of(small, 4), NULL, small,
+                                                small, 1e-5f, small),
+                     LN_ERROR_SHAPE_MISMATCH);
+    tu_assert_status(ctx, ln_layernorm_branches(ctx, 2, 2, w_ok, v, NULL, small, small, 0.0f,
+                                                small),
+                     LN_ERROR_INVALID_ARGUMENT);
+    ln_buffer_release(ctx, small);
     ln_context_destroy(ctx);
 }
 END_TEST
@@ -244,6 +434,8 @@ int main(void)
     TCase *tc = tcase_create("norm");
     tcase_add_test(tc, layernorm_matches_float64);
     tcase_add_test(tc, layernorm_strided_views);
+    tcase_add_test(tc, layernorm_add_bias_matches_float64);
+    tcase_add_test(tc, layernorm_branches_matches_float64);
     tcase_add_test(tc, unit_rows_matches_float64);
     tcase_add_test(tc, unit_rows_t_matches_float64);
     tcase_add_test(tc, norm_rejects_bad_input);

@@ -125,10 +125,43 @@ static void linear_case(size_t out, uint64_t rng)
     free(x), free(w), free(b), free(r), free(y0), free(got), free(ref), free(view);
 }
 
+/* ln_add_bias_blocks over three stacked blocks of 3 w_k columns and a
+ * tail past them that must stay as it was: widths 2, 5, 1 one column per
+ * work-item, 16, 32, 48 with a CPU's vector setting 16 at a time; with
+ * GELU after the bias where gelu is set. */
+static void bias_blocks_case(const size_t widths[3], bool gelu, uint64_t rng)
+{
+    ln_context *ctx = tu_context();
+    ctx->params.vec_elementwise = 16;
+    const size_t rows = 7, sum = widths[0] + widths[1] + widths[2], total = rows * 3 * sum,
+                 n = total + 5;
+    float *y = random_floats(n, &rng), *b = random_floats(3 * sum, &rng),
+          *got = tu_malloc(n * sizeof(float));
+    cl_mem dy = from_host(ctx, y, n), db = from_host(ctx, b, 3 * sum);
+    tu_assert_ok(ctx, ln_add_bias_blocks(ctx, rows, 3, widths, 3, gelu, dy, db));
+    to_host(ctx, dy, got, n);
+    for (size_t k = 0, column = 0; k < 3; column += widths[k], k++)
+        for (size_t i = 0; i < rows * 3 * widths[k]; i++) {
+            const size_t at = rows * 3 * column + i;
+            const float sum_f = y[at] + b[3 * column + i % (3 * widths[k])];
+            const double want = gelu ? tu_gelu(sum_f) : sum_f;
+            ck_assert_msg(fabs(got[at] - want) <= (gelu ? 1e-6 * (1 + fabs(want)) : 0),
+                          "add_bias_blocks: element %zu", at);
+        }
+    for (size_t i = total; i < n; i++)
+        ck_assert_msg(got[i] == y[i], "add_bias_blocks: element %zu past the blocks changed", i);
+    clReleaseMemObject(dy), clReleaseMemObject(db);
+    ln_context_destroy(ctx);
+    free(y), free(b), free(got);
+}
+
 START_TEST(linear)
 {
     linear_case(6, tu_seed());
     linear_case(16, tu_seed() + 1);
+    static const size_t narrow[3] = {2, 5, 1}, wide[3] = {16, 32, 48};
+    bias_blocks_case(narrow, false, tu_seed() + 2);
+    bias_blocks_case(wide, true, tu_seed() + 3);
 }
 END_TEST
 
@@ -189,6 +222,94 @@ START_TEST(norm)
     }
     for (int op = 0; op < 4; op++)
         clReleaseMemObject(held[op]);
+
+    /* ln_layernorm_add_bias through both kernels: x += bias (offset 2) in
+     * place, then LayerNorm of the sum, as the model's LN1 and LN2 run. */
+    for (int rows16 = 0; rows16 < 2; rows16++) {
+        const size_t width = rows16 ? 144 : full_width;
+        ctx->params.vec_elementwise = rows16 ? 16 : 1;
+        float *bias = random_floats(2 + width, &rng), *got_x = tu_malloc(x_n * sizeof(float));
+        cl_mem dxb = from_host(ctx, x, x_n), dbias = from_host(ctx, bias, 2 + width),
+               dy = from_host(ctx, y0, y_n);
+        ln_dmat vxb = {dxb, x_off, x_ld}, vy = {dy, y_off, y_ld};
+        tu_assert_ok(ctx, ln_layernorm_add_bias(ctx, rows, width, vxb, dbias, 2, dg, db, 1e-5f, vy));
+        to_host(ctx, dy, got, y_n);
+        to_host(ctx, dxb, got_x, x_n);
+        double *ref_x = tu_malloc(rows * width * sizeof(double));
+        float *view_x = tu_malloc(rows * width * sizeof(float));
+        for (size_t i = 0; i < rows; i++) {
+            const float *xr = x + x_off + i * x_ld;
+            double mean = 0, var = 0;
+            for (size_t c = 0; c < width; c++)
+                mean += xr[c] + bias[2 + c];
+            mean /= (double)width;
+            for (size_t c = 0; c < width; c++) {
+                const double v = (double)xr[c] + bias[2 + c];
+                var += (v - mean) * (v - mean);
+            }
+            var /= (double)width;
+            for (size_t c = 0; c < width; c++) {
+                const double v = (double)xr[c] + bias[2 + c];
+                ref[i * width + c] = (v - mean) / sqrt(var + 1e-5) * g[c] + b[c];
+                view[i * width + c] = got[y_off + i * y_ld + c];
+                ref_x[i * width + c] = v;
+                view_x[i * width + c] = got_x[x_off + i * x_ld + c];
+            }
+        }
+        const char *name = rows16 ? "layernorm_rows16 + bias" : "layernorm + bias";
+        tu_assert_close(view, ref, rows * width, TOL, "%s", name);
+        tu_assert_close(view_x, ref_x, rows * width, TOL, "%s: x + bias", name);
+        assert_outside_untouched(got, y0, y_n, y_off, y_ld, rows, width, name);
+        assert_outside_untouched(got_x, x, x_n, x_off, x_ld, rows, width, name);
+        clReleaseMemObject(dxb), clReleaseMemObject(dbias), clReleaseMemObject(dy);
+        free(bias), free(got_x), free(ref_x), free(view_x);
+    }
+
+    /* Every branch's LayerNorm in one launch, adding the bias, from x's
+     * slices into y's dense blocks: widths 150 and 6 (more and fewer
+     * columns than the work-group) take the work-group kernel, 144 and 16
+     * with a CPU's vector setting the one-row-per-work-item one. */
+    static const size_t branch_widths[2][2] = {{150, 6}, {144, 16}};
+    for (int rows16 = 0; rows16 < 2; rows16++) {
+        const size_t *widths = branch_widths[rows16];
+        ctx->params.vec_elementwise = rows16 ? 16 : 1;
+        const size_t sum = widths[0] + widths[1], ld = sum + 1, n_x = x_off + rows * ld,
+                     n_y = rows * sum + 4;
+        float *xb = random_floats(n_x, &rng), *gb = random_floats(sum, &rng),
+              *bb = random_floats(sum, &rng), *bias = random_floats(sum, &rng),
+              *yb = random_floats(n_y, &rng), *got_y = tu_malloc(n_y * sizeof(float));
+        cl_mem dxb = from_host(ctx, xb, n_x), dgb = from_host(ctx, gb, sum),
+               dbb = from_host(ctx, bb, sum), dbias = from_host(ctx, bias, sum),
+               dyb = from_host(ctx, yb, n_y);
+        tu_assert_ok(ctx, ln_layernorm_branches(ctx, rows, 2, widths, (ln_dmat){dxb, x_off, ld},
+                                                dbias, dgb, dbb, 1e-5f, dyb));
+        to_host(ctx, dyb, got_y, n_y);
+        for (size_t k = 0, column = 0; k < 2; column += widths[k], k++) {
+            const size_t w = widths[k];
+            for (size_t i = 0; i < rows; i++) {
+                double mean = 0, var = 0;
+                for (size_t c = 0; c < w; c++)
+                    mean += xb[x_off + i * ld + column + c] + bias[column + c];
+                mean /= (double)w;
+                for (size_t c = 0; c < w; c++) {
+                    const double v = (double)xb[x_off + i * ld + column + c] + bias[column + c];
+                    var += (v - mean) * (v - mean);
+                }
+                var /= (double)w;
+                for (size_t c = 0; c < w; c++) {
+                    const double v = (double)xb[x_off + i * ld + column + c] + bias[column + c];
+                    ref[i * w + c] = (v - mean) / sqrt(var + 1e-5) * gb[column + c] + bb[column + c];
+                }
+            }
+            tu_assert_close(got_y + rows * column, ref, rows * w, TOL,
+                            "layernorm_branches%s %zu", rows16 ? "_rows16" : "", k);
+        }
+        for (size_t i = rows * sum; i < n_y; i++)
+            ck_assert_msg(got_y[i] == yb[i], "layernorm_branches: element %zu changed", i);
+        clReleaseMemObject(dxb), clReleaseMemObject(dgb), clReleaseMemObject(dbb);
+        clReleaseMemObject(dbias), clReleaseMemObject(dyb);
+        free(xb), free(gb), free(bb), free(bias), free(yb), free(got_y);
+    }
 
     /* Unit rows with each sequence's u^T, as the model writes them on CPUs
      * before S's GEMM, dense: B = 2, n = 19 (16 rows a work-item: a full
