@@ -206,10 +206,12 @@ ln_status ln_add_bias_blocks(ln_context *ctx, size_t rows, size_t count, const s
                              size_t per, bool gelu, cl_mem y, cl_mem bias);
 
 /* ln_positional_add with W2 stored transposed, w2t = W2^T [hidden, d]:
- * the model's layout (ln_linear_wt). */
+ * the model's layout (ln_linear_wt); its hidden layer in scratch where
+ * that is not NULL and holds batch n hidden floats (else a buffer of its
+ * own). */
 ln_status ln_positional_add_wt(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
                                cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2t, cl_mem b2,
-                               cl_mem x, cl_mem out);
+                               cl_mem x, cl_mem out, cl_mem scratch);
 
 /* Unit rows of `batch` sequences of n rows (x and y dense [batch n,
  * width], three distinct buffers with yt) that also writes each

@@ -883,8 +883,9 @@ static ln_status forward(ln_model *m, size_t batch, size_t n, cl_mem x, cl_mem p
                (ws->s && (st = ln_similarity(ctx, batch, n, d, ws->unit, ws->s)))) {
         return st;
     }
+    /* f, free until the first FFN, holds the positional hidden layer. */
     if ((st = ln_positional_add_wt(ctx, batch, n, d, (size_t)m->cfg.pos_hidden, positions,
-                                   m->pos_w1, m->pos_b1, m->pos_w2t, m->pos_b2, x, ws->h)))
+                                   m->pos_w1, m->pos_b1, m->pos_w2t, m->pos_b2, x, ws->h, ws->f)))
         return st;
     const int last = m->cfg.n_layers - 1;
     for (int l = 0; l <= last; l++)

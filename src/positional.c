@@ -1,20 +1,24 @@
 /*
  * positional.c: continuous positional encoding fused with the add to x:
- * out = x + W2 gelu(W1 p + b1) + b2. W1 p comes from cl/positional.cl,
- * its bias and GELU from the Linear epilogue (one GELU for all of ln-cl,
- * and PoCL's builtin erf made this layer 14x slower); the second layer,
- * its bias and the add to x are one CLBlast GEMM with ln_linear's residual
- * epilogue. The model keeps W2 transposed, as it keeps every Linear weight
- * (linear.c says why).
+ * out = x + W2 gelu(W1 p + b1) + b2, in three launches. cl/positional.cl
+ * writes W1 p and, in the same launch, out = x + b2; b1 and GELU come from
+ * the Linear epilogue (one GELU for all of ln-cl, and PoCL's builtin erf
+ * made this layer 14x slower); the second layer is one CLBlast GEMM that
+ * accumulates into out through its beta. The model keeps W2 transposed, as
+ * it keeps every Linear weight (linear.c says why), and lends its
+ * workspace for the hidden layer.
  */
 #include "internal.h"
 
 #include <limits.h>
 
-/* w2 is W2 [d, hidden] or, when w2_transposed, W2^T [hidden, d]. */
+/* w2 is W2 [d, hidden] or, when w2_transposed, W2^T [hidden, d]. The
+ * hidden layer goes in scratch where that holds rows x hidden floats,
+ * else in a buffer of its own for the call. */
 static ln_status positional_add(ln_context *ctx, const char *op, size_t batch, size_t n,
                                 size_t d, size_t hidden, cl_mem positions, cl_mem w1, cl_mem b1,
-                                cl_mem w2, bool w2_transposed, cl_mem b2, cl_mem x, cl_mem out)
+                                cl_mem w2, bool w2_transposed, cl_mem b2, cl_mem x, cl_mem out,
+                                cl_mem scratch)
 {
     LN_CHECK_CTX(ctx);
     if (batch == 0 || n == 0 || d == 0 || hidden == 0)
@@ -37,34 +41,36 @@ static ln_status positional_add(ln_context *ctx, const char *op, size_t batch, s
     cl_kernel k;
     if ((st = ln_kernel_get(ctx, "positional", "", "positional_hidden", &k)))
         return st;
-    cl_mem g = NULL;
-    if ((st = ln_buffer_create(ctx, rows * hidden * sizeof(float), &g, op)))
+    size_t scratch_bytes = 0;
+    if (scratch && clGetMemObjectInfo(scratch, CL_MEM_SIZE, sizeof(scratch_bytes), &scratch_bytes,
+                                      NULL) != CL_SUCCESS)
+        scratch_bytes = 0;
+    cl_mem g = scratch_bytes >= rows * hidden * sizeof(float) ? scratch : NULL;
+    if (!g && (st = ln_buffer_create(ctx, rows * hidden * sizeof(float), &g, op)))
         return st;
-    cl_uint r = (cl_uint)rows, nn = (cl_uint)n, h = (cl_uint)hidden;
+    cl_uint r = (cl_uint)rows, nn = (cl_uint)n, h = (cl_uint)hidden, dd = (cl_uint)d;
     cl_int has_positions = positions != NULL;
     /* Without positions the kernel never reads that argument; any valid
      * buffer keeps strict runtimes (Oclgrind) content. */
     cl_mem pos_arg = positions ? positions : w1;
-    st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(nn), LN_ARG(h), LN_ARG(has_positions),
-                     LN_ARG(pos_arg), LN_ARG(w1), LN_ARG(g), LN_ARGS_END);
+    st = ln_set_args(ctx, k, op, LN_ARG(r), LN_ARG(nn), LN_ARG(h), LN_ARG(dd),
+                     LN_ARG(has_positions), LN_ARG(pos_arg), LN_ARG(w1), LN_ARG(g), LN_ARG(x),
+                     LN_ARG(b2), LN_ARG(out), LN_ARGS_END);
     if (!st) {
-        size_t wg = ctx->params.wg_elementwise;
-        size_t local[2] = {hidden < wg ? hidden : wg, 1};
-        size_t global[2] = {hidden, rows};
+        const size_t cols = hidden > d ? hidden : d, wg = ctx->params.wg_elementwise;
+        size_t local[2] = {cols < wg ? cols : wg, 1};
+        size_t global[2] = {cols, rows};
         st = ln_enqueue(ctx, k, 2, global, local, op);
     }
     if (!st)
         st = ln_epilogue_apply(ctx, op, rows, hidden, ln_dmat_of(g, hidden), b1, 0,
                                LN_EPILOGUE_BIAS_GELU, (ln_dmat){0});
     if (!st)
-        st = w2_transposed
-                 ? ln_linear_wt(ctx, rows, hidden, d, ln_dmat_of(g, hidden), ln_dmat_of(w2, d), b2,
-                                0, LN_EPILOGUE_BIAS_RESIDUAL, ln_dmat_of(x, d), ln_dmat_of(out, d))
-                 : ln_linear(ctx, rows, hidden, d, ln_dmat_of(g, hidden), ln_dmat_of(w2, hidden),
-                             b2, 0, LN_EPILOGUE_BIAS_RESIDUAL, ln_dmat_of(x, d),
-                             ln_dmat_of(out, d));
+        st = ln_gemm(ctx, false, !w2_transposed, rows, d, hidden, 1.0f, ln_dmat_of(g, hidden),
+                     ln_dmat_of(w2, w2_transposed ? d : hidden), 1.0f, ln_dmat_of(out, d), op);
     /* Released now, freed by OpenCL once the queued GEMM no longer uses it. */
-    ln_buffer_release(ctx, g);
+    if (g != scratch)
+        ln_buffer_release(ctx, g);
     return st;
 }
 
@@ -73,15 +79,15 @@ ln_status ln_positional_add(ln_context *ctx, size_t batch, size_t n, size_t d, s
                             cl_mem x, cl_mem out)
 {
     return positional_add(ctx, "ln_positional_add", batch, n, d, hidden, positions, w1, b1, w2,
-                          false, b2, x, out);
+                          false, b2, x, out, NULL);
 }
 
 ln_status ln_positional_add_wt(ln_context *ctx, size_t batch, size_t n, size_t d, size_t hidden,
                                cl_mem positions, cl_mem w1, cl_mem b1, cl_mem w2t, cl_mem b2,
-                               cl_mem x, cl_mem out)
+                               cl_mem x, cl_mem out, cl_mem scratch)
 {
     return positional_add(ctx, "ln_positional_add", batch, n, d, hidden, positions, w1, b1, w2t,
-                          true, b2, x, out);
+                          true, b2, x, out, scratch);
 }
 
 ln_status ln_positional_add_host(ln_context *ctx, size_t batch, size_t n, size_t d,

@@ -96,9 +96,36 @@ START_TEST(positional_in_place)
     clEnqueueWriteBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, x, 0, NULL,
                          NULL);
     tu_assert_ok(ctx, ln_positional_add_wt(ctx, batch, n, d, hidden, NULL, m[0], m[1], dw2t, m[3],
-                                           m[4], m[4]));
+                                           m[4], m[4], NULL));
     clEnqueueReadBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, out, 0, NULL, NULL);
     tu_assert_close(out, ref, rows * d, 1e-5, "in-place positional, W2 transposed");
+    /* With the model's scratch for the hidden layer (stale values in it):
+     * the same result and no buffer of its own; a scratch too small is
+     * passed over, untouched. */
+    float *junk = tu_malloc(rows * hidden * 4), *after = tu_malloc(rows * hidden * 4);
+    tu_fill(junk, rows * hidden, -9, 9, &rng);
+    cl_mem big, small;
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, junk, rows * hidden * 4, &big, "scratch"));
+    tu_assert_ok(ctx, ln_buffer_from_host(ctx, junk, rows * hidden * 4 - 4, &small, "scratch"));
+    for (int i = 0; i < 2; i++) {
+        clEnqueueWriteBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, x, 0, NULL,
+                             NULL);
+        ctx->peak_device_bytes = ctx->device_bytes; /* this call's peak alone */
+        const uint64_t held = ln_context_device_bytes(ctx);
+        tu_assert_ok(ctx, ln_positional_add_wt(ctx, batch, n, d, hidden, NULL, m[0], m[1], dw2t,
+                                               m[3], m[4], m[4], i ? small : big));
+        tu_assert_ok(ctx, ln_context_finish(ctx));
+        ck_assert_uint_eq(ln_context_peak_device_bytes(ctx) - held,
+                          i ? rows * hidden * 4 : 0);
+        clEnqueueReadBuffer(ln_context_cl_queue(ctx), m[4], CL_TRUE, 0, rows * d * 4, out, 0, NULL,
+                            NULL);
+        tu_assert_close(out, ref, rows * d, 1e-5, "positional, W2 transposed, %s scratch",
+                        i ? "too small a" : "the");
+    }
+    tu_assert_ok(ctx, ln_buffer_to_host(ctx, small, after, rows * hidden * 4 - 4));
+    ck_assert_mem_eq(after, junk, rows * hidden * 4 - 4);
+    ln_buffer_release(ctx, big), ln_buffer_release(ctx, small);
+    free(junk), free(after);
     clReleaseMemObject(dw2t);
     free(w2t);
     for (int i = 0; i < 5; i++)

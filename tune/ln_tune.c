@@ -265,7 +265,7 @@ static ln_status run_op(ln_context *ctx, const char *kernel, workload *w, int mo
     if (strcmp(kernel, "elementwise") == 0)
         /* W2 as the model keeps it, transposed (w2 is random either way). */
         return ln_positional_add_wt(ctx, w->batch, w->n, D_MODEL, POS_HIDDEN, w->pos, w->w1,
-                                    w->b1, w->w2, w->b2, w->px, w->pout);
+                                    w->b1, w->w2, w->b2, w->px, w->pout, NULL);
     /* PRECOMPUTED_S reads the workload's S (its GEMM is added by
      * time_once); without one it computes S in the call. All branches in
      * one call, as the model makes it: one launch where attention_rows
