@@ -2,8 +2,8 @@
  * linear.cl: the epilogues CLBlast has no fused form for, applied in place
  * to a GEMM's output y (a strided view): + bias, + bias then exact GELU,
  * + bias + residual. 2-D range: dim 0 over groups of EPI_VEC columns,
- * dim 1 over rows. And + bias on the blocks of every branch of a layer
- * at once (add_bias_blocks, at the end).
+ * dim 1 over rows. And + bias (then GELU) on the blocks of every branch
+ * of a layer at once (add_bias_blocks, at the end).
  *
  * EPI_VEC (1, 2, 4, 8 or 16; src/linear.c picks the widest that divides
  * the columns, up to the device's vec_elementwise) is how many columns one
@@ -115,10 +115,9 @@ __kernel void add_bias_residual(const uint rows, const uint cols, __global float
 /* + bias (then GELU where gelu != 0) on every branch's dense block of y,
  * as src/model.c lays out a layer's q, k and v (per = 3) and its FFN
  * hidden layers (per = ffn_mult) where one launch runs every branch's
- * attention:
- * branch k's block is [rows, per w_k] at rows * per * column_k (column_k
- * the sum of the widths before k, at most 16 branches, passed as a
- * vector), its bias per w_k floats at per * column_k of the branches'
+ * attention. Branch k's block is [rows, per w_k] at rows * per * column_k
+ * (column_k the sum of the widths before k, at most 16 branches, passed as
+ * a vector), its bias per w_k floats at per * column_k of the branches'
  * concatenated biases. One launch instead of one per branch. 3-D range:
  * EPI_VEC columns (dividing every per w_k), rows, branches; the narrower
  * branches leave the columns past theirs idle. */

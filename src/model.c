@@ -638,8 +638,9 @@ static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_
 /* y += x W^T (wt = W^T [in, out]) through the GEMM's beta: a Linear whose
  * bias the next LayerNorm adds (ln_layernorm_add_bias) or the fusion's
  * bias carries (upload_fusion_bias). Each bias folded that way is one
- * launch fewer: 2 K + 2 of a layer's 7 K + 4 (K branches), which at
- * B = 8, n = 64 are most of the forward's time on a GPU (README). */
+ * launch fewer: 2 K + 1 of a layer's 11 K + 4 branch by branch (K
+ * branches), and the last layer's fusion bias; at B = 8, n = 64 the
+ * launches rather than the work set the forward's time on a GPU (README). */
 static ln_status linear_accumulate(ln_model *m, size_t rows, size_t in, size_t out, ln_dmat x,
                                    cl_mem wt, ln_dmat y)
 {
