@@ -4,7 +4,9 @@
 # library but none of our build dependencies (../shared/device/README.md).
 # Steps, in the order they run (LN_GPU_CHECK_STEPS picks; default
 # "build attn ab gemmab compare kernels test"):
-#   build    ln-cl against the carried packages;
+#   build    ln-cl against the carried packages, and where
+#            .device/base.tar.gz holds an earlier ln-cl (git archive
+#            --prefix=base/ REV), that one's ln-bench too, for "ab";
 #   attn     attention-bench: every attention kernel at B = 1, and how far
 #            attention_tiles' output lies from attention_rows';
 #   untuned  ln-bench with CLBlast's own GEMM parameters;
@@ -17,10 +19,11 @@
 #            2026-11-28, attention_tiles against attention_rows per shape
 #            (twice on the H200 it kept the default tiles);
 #   ab       ln-bench at B = 8, n = 64/1024/4096 under each of LN_GPU_AB
-#            (default "rows tiles": LN_ATTENTION_KERNEL=rows or tiles; "per":
-#            --attention-per-branch), two alternating rounds; the variant
-#            with the lower summed forward time is kept for the next step
-#            (ab_choice.txt);
+#            (default "rows tiles base": LN_ATTENTION_KERNEL=rows or tiles;
+#            "per": --attention-per-branch; "base": the earlier build's
+#            ln-bench with attention_rows), two alternating rounds; of the
+#            variants of this build, the one with the lower summed forward
+#            time is kept for the next step (ab_choice.txt);
 #   gemmab   ln-bench's GEMM table at B = 8, n = 64 and 1024 with every
 #            GEMM called row-major, against CLBlast's choice of layout
 #            (ln_gemm_col_major), two alternating rounds;
@@ -30,7 +33,7 @@
 #            attention_tiles against float64), on its own;
 #   test     ctest on the GPU, less test_attention, Oclgrind, the fuzzers
 #            and ln-tune's CLI tests (CPU tools, or budgets that do not
-#            fit), within LN_GPU_TEST_S (100).
+#            fit), within LN_GPU_TEST_S (80).
 # Measurements come first, so a lease cut short still brings them back.
 #
 #   ../shared/device/prepare.sh libjansson-dev libjansson4 clblast-utils
@@ -43,6 +46,8 @@
 # test) took about 8 minutes, the tests 4 of them (test_attention alone
 # 236 s); "attn", cold, printed nothing within 30 s. The default steps'
 # limits add up to 585 s, inside one 10-minute call.
+#   .device/base.tar.gz, 2026-11-28: 5904701, the code before the forward
+# went from 52 launches to 29 on GPUs, so that "ab" measures that change.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
@@ -78,7 +83,12 @@ rm -rf "$LN_CACHE_DIR"
 export LN_REFERENCE=${LN_REFERENCE:-$REPO/.device/ln_reference.py}
 export PYTHONUNBUFFERED=1
 
-step build 60 bash -c "cmake -S '$REPO' -B $BUILD $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release && cmake --build $BUILD -j16"
+BASE=/tmp/ln-gpu-base
+step build 60 bash -c "cmake -S '$REPO' -B $BUILD $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release &&
+    cmake --build $BUILD -j16 && if [ -f '$REPO/.device/base.tar.gz' ]; then
+        rm -rf $BASE && mkdir -p $BASE && tar xzf '$REPO/.device/base.tar.gz' -C $BASE &&
+        cmake -S $BASE/base -B $BASE/build $LN_CMAKE_OPENCL -DCMAKE_BUILD_TYPE=Release &&
+        cmake --build $BASE/build -j16 --target ln-bench; fi"
 step attn 75 "$BUILD/bench/attention-bench" 1024 4096
 # The forward and CLBlast's GEMM table with CLBlast's own parameters (the
 # cache directory is still empty), for the tuned-against-untuned ratio in
@@ -104,16 +114,19 @@ step gemm $((${LN_GPU_GEMM_BUDGET:-70} + 15)) "$BUILD/tune/ln-tune" --shapes 8x6
 # the H200 (2026-11-26) they kept the defaults, hence not a default step.
 step tune 80 "$BUILD/tune/ln-tune" --shapes 8x1024,2x4096 --kernels attention --budget 60
 # The attention variants in turn, two rounds, the same tuning for all.
-AB=${LN_GPU_AB:-rows tiles}
-step ab 110 bash -c "for r in 1 2; do for how in $AB; do
-    case \$how in per) flag=--attention-per-branch; kern= ;; *) flag=; kern=\$how ;; esac
-    LN_ATTENTION_KERNEL=\$kern '$BUILD/bench/ln-bench' --batch 8 --n 64,1024,4096 --repeats 10 \
+AB=${LN_GPU_AB:-rows tiles base}
+[ -x $BASE/build/bench/ln-bench ] || AB=${AB//base/}
+step ab 145 bash -c "for r in 1 2; do for how in $AB; do
+    bench='$BUILD/bench/ln-bench'; flag=; kern=\$how
+    case \$how in per) flag=--attention-per-branch; kern= ;;
+        base) bench=$BASE/build/bench/ln-bench; kern=rows ;; esac
+    LN_ATTENTION_KERNEL=\$kern \$bench --batch 8 --n 64,1024,4096 --repeats 10 \
         --warmup 2 --no-gemm --json \$flag >'$OUT/ab_'\$how\$r.json || exit 1
 done; done"
 # The variant with the lowest forward time summed over the shapes and
-# rounds; per-branch runs the device's own kernel.
+# rounds; per-branch runs the device's own kernel; base is not this build.
 choice=
-case " $STEPS " in *" ab "*) choice=$(python3 - "$OUT" $AB <<'PY' 2>>"$OUT/ab_choice.txt"
+case " $STEPS " in *" ab "*) choice=$(python3 - "$OUT" ${AB//base/} <<'PY' 2>>"$OUT/ab_choice.txt"
 import json, sys
 out, names = sys.argv[1], sys.argv[2:]
 total = {}
@@ -147,10 +160,10 @@ step compare 75 python3 "$REPO/bench/compare.py" --bench "$BUILD/bench/ln-bench"
 # test_attention's GPU kernels on their own (Check case "kernels"): the
 # whole of test_attention took 236 s there (2026-11-27), more than a lease
 # leaves beside the measurements. Then every other test.
-step kernels 120 env -u LN_ATTENTION_KERNEL CK_RUN_CASE=kernels CK_DEFAULT_TIMEOUT=110 \
+step kernels 105 env -u LN_ATTENTION_KERNEL CK_RUN_CASE=kernels CK_DEFAULT_TIMEOUT=100 \
     LN_CACHE_DIR=$BUILD/ln-cache "$BUILD/tests/test_attention"
-step test ${LN_GPU_TEST_S:-100} env -u LN_ATTENTION_KERNEL bash -c "cd $BUILD && ctest -j8 \
-    --timeout ${LN_GPU_TEST_S:-100} --output-on-failure -E 'oclgrind|fuzz|tune_cli|test_attention'"
+step test ${LN_GPU_TEST_S:-80} env -u LN_ATTENTION_KERNEL bash -c "cd $BUILD && ctest -j8 \
+    --timeout ${LN_GPU_TEST_S:-80} --output-on-failure -E 'oclgrind|fuzz|tune_cli|test_attention'"
 "$BUILD/tune/ln-tune" --show >"$OUT/tuned.txt" 2>&1
 cat "$OUT/steps.txt"
 # A lease brings back at most 8 files of $OUT (2026-11-27: 18 were
