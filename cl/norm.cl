@@ -78,6 +78,19 @@ __kernel void layernorm(const uint rows, const uint width,
                   gamma, beta, eps, y + y_off + (live ? row : 0) * ldy, scratch);
 }
 
+/* Branch k's first column (the sum of the widths before it) and, in
+ * *width, its width, from the widths passed as one vector. */
+static uint branch_column(const uint16 widths, const uint k, uint *width)
+{
+    uint width_of[16];
+    vstore16(widths, 0, width_of);
+    uint column = 0;
+    for (uint i = 0; i < k; i++)
+        column += width_of[i];
+    *width = width_of[k];
+    return column;
+}
+
 /* Every branch's LayerNorm of a layer in one launch, as src/model.c lays
  * the branches out where one launch runs all their attention: branch k's
  * input is columns column_k .. column_k + w_k of x ([rows, sum w], row
@@ -94,13 +107,9 @@ __kernel void layernorm_branches(const uint rows, const uint16 widths, __global 
                                  __global const float *beta, const float eps,
                                  __global float *y, __local float *scratch)
 {
-    uint width_of[16];
-    vstore16(widths, 0, width_of);
-    const uint row = get_group_id(0), k = get_group_id(1);
-    uint column = 0;
-    for (uint i = 0; i < k; i++)
-        column += width_of[i];
-    const uint width = width_of[k];
+    const uint row = get_group_id(0);
+    uint width;
+    const uint column = branch_column(widths, get_group_id(1), &width);
     layernorm_row(true, width, x + x_off + row * ldx + column, add_bias, bias + column,
                   gamma + column, beta + column, eps, y + rows * column + row * width, scratch);
 }
@@ -205,12 +214,8 @@ __kernel void layernorm_branches_rows16(const uint rows, const uint16 widths,
     const uint row = get_global_id(0), k = get_global_id(1);
     if (row >= rows)
         return;
-    uint width_of[16];
-    vstore16(widths, 0, width_of);
-    uint column = 0;
-    for (uint i = 0; i < k; i++)
-        column += width_of[i];
-    const uint width = width_of[k];
+    uint width;
+    const uint column = branch_column(widths, k, &width);
     layernorm_row16(width, x + x_off + row * ldx + column, add_bias, bias + column,
                     gamma + column, beta + column, eps, y + rows * column + row * width);
 }

@@ -186,9 +186,8 @@ static ln_status upload_layer(ln_model *m, const ln_tensor_file *file, int l)
         snprintf(names[k], sizeof(names[k]), "layers.%d.projections.%d.bias", l, k);
     if ((st = upload_concat(m, file, ptrs, m->cfg.n_scales, false, &L->proj_b)))
         return st;
-    char n1[96], n2[96];
+    char n1[96];
     snprintf(n1, sizeof(n1), "layers.%d.fusion.weight", l);
-    snprintf(n2, sizeof(n2), "layers.%d.fusion.bias", l);
     if ((st = upload_concat(m, file, (const char *[]){n1}, 1, true, &L->fusion_w)) ||
         (st = upload_fusion_bias(m, file, l, &L->fusion_b)))
         return st;
@@ -635,6 +634,16 @@ static ln_dmat qkv_block(const ln_model *m, const layer_weights *L, int k, size_
     return ln_layer_qkv_block(m->ws.qkv, rows, L->column[k], L->width[k]);
 }
 
+/* Branch k's dense block of the workspace's f where it holds every
+ * branch's FFN hidden layer ([rows, ffn_mult w_k] at rows ffn_mult
+ * column_k, the layout ln_add_bias_blocks takes). */
+static ln_dmat ffn_block(const ln_model *m, const layer_weights *L, int k, size_t rows)
+{
+    const ln_dmat f = {m->ws.f, rows * (size_t)m->cfg.ffn_mult * L->column[k],
+                       L->branch[k].ffn_width};
+    return f;
+}
+
 /* y += x W^T (wt = W^T [in, out]) through the GEMM's beta: a Linear whose
  * bias the next LayerNorm adds (ln_layernorm_add_bias) or the fusion's
  * bias carries (upload_fusion_bias). Each bias folded that way is one
@@ -785,10 +794,9 @@ static ln_status ffn_half_together(ln_model *m, const layer_weights *L, size_t r
         return st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
         const branch_weights *B = &L->branch[k];
-        const ln_dmat f = {m->ws.f, rows * mult * L->column[k], B->ffn_width};
         if ((st = ln_linear_wt(ctx, rows, B->width, B->ffn_width, a_block(m, L, k, rows),
                                ln_dmat_of(B->ffn1_w, B->ffn_width), NULL, 0, LN_EPILOGUE_NONE,
-                               none, f)))
+                               none, ffn_block(m, L, k, rows))))
             return st;
     }
     if ((st = ln_add_bias_blocks(ctx, rows, count, L->width, mult, true, m->ws.f,
@@ -796,9 +804,9 @@ static ln_status ffn_half_together(ln_model *m, const layer_weights *L, size_t r
         return st;
     for (int k = 0; k < m->cfg.n_scales; k++) {
         const branch_weights *B = &L->branch[k];
-        const ln_dmat f = {m->ws.f, rows * mult * L->column[k], B->ffn_width},
-                      z = {m->ws.zcat, L->column[k], sum};
-        if ((st = linear_accumulate(m, rows, B->ffn_width, B->width, f, B->ffn2_w, z)))
+        const ln_dmat z = {m->ws.zcat, L->column[k], sum};
+        if ((st = linear_accumulate(m, rows, B->ffn_width, B->width, ffn_block(m, L, k, rows),
+                                    B->ffn2_w, z)))
             return st;
     }
     return LN_SUCCESS;
