@@ -3,7 +3,7 @@
 # whose image has CMake, python3 with CUDA PyTorch, and NVIDIA's OpenCL
 # library but none of our build dependencies (../shared/device/README.md).
 # Steps, in the order they run (LN_GPU_CHECK_STEPS picks; default
-# "build attn ab gemmab compare kernels test"):
+# "build untuned gemm ab compare kernels test"):
 #   build    ln-cl against the carried packages, and where
 #            .device/base.tar.gz holds an earlier ln-cl (git archive
 #            --prefix=base/ REV), that one's ln-bench too, for "ab";
@@ -45,13 +45,21 @@
 # (2026-11-27) the old default steps (build untuned clblast gemm compare ab
 # test) took about 8 minutes, the tests 4 of them (test_attention alone
 # 236 s); "attn", cold, printed nothing within 30 s. The default steps'
-# limits add up to 585 s, inside one 10-minute call.
+# limits add up to 580 s, inside one 10-minute call.
 #   .device/base.tar.gz, 2026-11-28: 5904701, the code before the forward
 # went from 52 launches to 29 on GPUs, so that "ab" measures that change.
 set -u
 OUT=${OUT:-/tmp/ln-gpu-check}
 mkdir -p "$OUT"
-STEPS=${LN_GPU_CHECK_STEPS:-build attn ab gemmab compare kernels test}
+# The default since 2026-11-28: the n = 1024 target is mostly GEMM time
+# (57% at B = 8), and CLBlast's defaults ran the largest GEMM at 15.6
+# TFLOP/s (host-timed) where the first set ln-tune now tries ran at 37.0
+# (CLBlast's tuner, kernel alone). So the GEMM job and its untuned
+# baseline replace attn (attention-bench at B = 1; ab times both
+# kernels in the forward, and kernels checks them) and gemmab (ln_gemm's
+# layout choice against row-major: at most one transpose pass per
+# indirect GEMM, a smaller lever; still unmeasured on a GPU).
+STEPS=${LN_GPU_CHECK_STEPS:-build untuned gemm ab compare kernels test}
 BUILD=/tmp/ln-gpu-build
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 t0=$(date +%s)
