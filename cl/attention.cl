@@ -195,7 +195,7 @@ void attention_fused(const uint n, const uint heads, const uint d,
      * div/rem pairs LLVM rewrites with `freeze`, which Oclgrind's
      * uninitialized-value check cannot follow). */
     const uint lid = get_local_id(0);
-    const uint b = get_group_id(1);
+    const uint b = get_global_id(1); /* work-groups of 1 along it: src/internal.h's ln_enqueue */
     const uint q0 = get_group_id(0) * TQ;
     const uint width = heads * HD;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
@@ -381,10 +381,12 @@ void attention_fused(const uint n, const uint heads, const uint d,
 #define RK ROWS_TILE_K
 #define HD4 (ATTN_HEAD_DIM / 4) /* ATTN_HEAD_DIM is a multiple of 4 here */
 
-/* Launched as [query tiles * RQ, heads, B] in slices of at most 65535
- * sequences (the most an NVIDIA grid takes along dimension 2; b0 is a
- * slice's first). Query tiles vary fastest, so the work-groups a GPU runs
- * side by side share one head's k and v tiles.
+/* Launched as [query tiles * RQ, heads, B] with work-groups of 1 along
+ * heads and sequences, which it reads through get_global_id: ln_enqueue
+ * launches more than 65535 of either (the most an NVIDIA grid takes along
+ * dimensions 1 and 2) in slices with global offsets. Query tiles vary
+ * fastest, so the work-groups a GPU runs side by side share one head's k
+ * and v tiles.
  *
  * Heads are those of one branch (has_table = 0: head h owns columns
  * h * ATTN_HEAD_DIM of q, k, v and out) or of every branch of a layer in
@@ -422,8 +424,7 @@ void attention_rows(const uint n,
                     __global const float *temperature,
                     __global const int *lengths, const uint has_lengths,
                     const float scale,
-                    __global float *out, const uint out_off, const uint ldo,
-                    const uint b0)
+                    __global float *out, const uint out_off, const uint ldo)
 {
     __local float k_t[RK * ATTN_HEAD_DIM] __attribute__((aligned(16))); /* [key][column] */
     __local float v_t[RK * ATTN_HEAD_DIM] __attribute__((aligned(16)));
@@ -431,8 +432,8 @@ void attention_rows(const uint n,
 
     const uint lid = get_local_id(0);
     const uint q0 = get_group_id(0) * RQ;
-    const uint h = get_group_id(1);
-    const uint b = b0 + get_group_id(2);
+    const uint h = get_global_id(1);
+    const uint b = get_global_id(2);
     const uint row0 = b * n;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
     const uint last = kv_len - 1;
@@ -545,7 +546,7 @@ __kernel void attention_naive_softmax(const uint n, const uint heads, const uint
                                       __global const int *lengths, const uint has_lengths,
                                       __local float *scratch)
 {
-    const uint i = get_group_id(0), h = get_group_id(1);
+    const uint i = get_group_id(0), h = get_global_id(1);
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const bool live = i < n && h < heads;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
@@ -625,8 +626,7 @@ void attention_tiles(const uint n,
                      __global const float *temperature,
                      __global const int *lengths, const uint has_lengths,
                      const float scale,
-                     __global float *out, const uint out_off, const uint ldo,
-                     const uint b0)
+                     __global float *out, const uint out_off, const uint ldo)
 {
     __local float q_t[TL_HD * TL_QST] __attribute__((aligned(16))); /* [column][query], scaled */
     __local float k_t[TL_K * TL_KST] __attribute__((aligned(16))); /* [key][column] */
@@ -637,8 +637,8 @@ void attention_tiles(const uint n,
     const uint lid = get_local_id(0);
     const uint tq = lid % TL_QG, g = lid / TL_QG;
     const uint q0 = get_group_id(0) * TL_Q;
-    const uint h = get_group_id(1);
-    const uint b = b0 + get_group_id(2);
+    const uint h = get_global_id(1);
+    const uint b = get_global_id(2);
     const uint row0 = b * n;
     const uint kv_len = kv_length(lengths, has_lengths, b, n);
     const uint last = kv_len - 1;

@@ -109,7 +109,7 @@ __kernel void layernorm_branches(const uint rows, const uint16 widths, __global 
 {
     const uint row = get_group_id(0);
     uint width;
-    const uint column = branch_column(widths, get_group_id(1), &width);
+    const uint column = branch_column(widths, get_global_id(1), &width);
     layernorm_row(true, width, x + x_off + row * ldx + column, add_bias, bias + column,
                   gamma + column, beta + column, eps, y + rows * column + row * width, scratch);
 }

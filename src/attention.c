@@ -253,13 +253,7 @@ static ln_status rows_kernel(ln_context *ctx, attn_plan *p, size_t head_dim, cl_
     }
 }
 
-/* attention_rows' grid puts heads and sequences along dimensions 1 and 2,
- * where NVIDIA's grids take at most 65535 groups: more sequences are
- * launched in slices (cl/attention.cl's b0), more heads (a layer's, in
- * one launch) branch by branch. */
-#define ROWS_MAX_GROUPS_YZ 65535
-
-/* attention_rows' arguments after n and before b0 (set per slice). */
+/* attention_rows' arguments. */
 typedef struct rows_args {
     cl_mem q;
     cl_uint q_off, ldq;
@@ -274,6 +268,8 @@ typedef struct rows_args {
     cl_uint out_off, ldo;
 } rows_args;
 
+/* Heads and sequences lie along dimensions 1 and 2, where ln_enqueue
+ * slices more than 65535 work-groups (NVIDIA's grid limit). */
 static ln_status enqueue_rows(ln_context *ctx, const char *op, cl_kernel kern, const rows_args *a,
                               size_t batch, size_t n, size_t heads, size_t head_dim,
                               const attn_plan *plan)
@@ -281,24 +277,17 @@ static ln_status enqueue_rows(ln_context *ctx, const char *op, cl_kernel kern, c
     const cl_uint un = (cl_uint)n, has_table = a->head_table != NULL,
                   has_lengths = a->lengths != NULL;
     const float scale = (float)(1.0 / sqrt((double)head_dim));
-    for (size_t b0 = 0; b0 < batch; b0 += ROWS_MAX_GROUPS_YZ) {
-        const cl_uint ub0 = (cl_uint)b0;
-        ln_status st = ln_set_args(
-            ctx, kern, op, LN_ARG(un), LN_ARG(a->q), LN_ARG(a->q_off), LN_ARG(a->ldq),
-            LN_ARG(a->k), LN_ARG(a->k_off), LN_ARG(a->ldk), LN_ARG(a->v), LN_ARG(a->v_off),
-            LN_ARG(a->ldv), LN_ARG(a->head_table), LN_ARG(has_table), LN_ARG(a->rows),
-            LN_ARG(a->s), LN_ARG(a->temperature), LN_ARG(a->lengths), LN_ARG(has_lengths),
-            LN_ARG(scale), LN_ARG(a->out), LN_ARG(a->out_off), LN_ARG(a->ldo), LN_ARG(ub0),
-            LN_ARGS_END);
-        if (st)
-            return st;
-        const size_t slice = batch - b0 < ROWS_MAX_GROUPS_YZ ? batch - b0 : ROWS_MAX_GROUPS_YZ;
-        const size_t global[3] = {(n + plan->tile_q - 1) / plan->tile_q * plan->wg, heads, slice};
-        const size_t local[3] = {plan->wg, 1, 1};
-        if ((st = ln_enqueue(ctx, kern, 3, global, local, op)))
-            return st;
-    }
-    return LN_SUCCESS;
+    ln_status st = ln_set_args(
+        ctx, kern, op, LN_ARG(un), LN_ARG(a->q), LN_ARG(a->q_off), LN_ARG(a->ldq), LN_ARG(a->k),
+        LN_ARG(a->k_off), LN_ARG(a->ldk), LN_ARG(a->v), LN_ARG(a->v_off), LN_ARG(a->ldv),
+        LN_ARG(a->head_table), LN_ARG(has_table), LN_ARG(a->rows), LN_ARG(a->s),
+        LN_ARG(a->temperature), LN_ARG(a->lengths), LN_ARG(has_lengths), LN_ARG(scale),
+        LN_ARG(a->out), LN_ARG(a->out_off), LN_ARG(a->ldo), LN_ARGS_END);
+    if (st)
+        return st;
+    const size_t global[3] = {(n + plan->tile_q - 1) / plan->tile_q * plan->wg, heads, batch};
+    const size_t local[3] = {plan->wg, 1, 1};
+    return ln_enqueue(ctx, kern, 3, global, local, op);
 }
 
 static ln_status launch_rows(ln_context *ctx, const char *op, const ln_params *tp, size_t batch,
@@ -669,7 +658,7 @@ ln_status ln_semantic_attention_layer(ln_context *ctx, size_t batch, size_t n, s
     ln_params tp;
     ln_tuned_params_for(ctx, "attention", batch, n, &tp);
     const bool one_launch = layer->head_table && layer->all_temperature &&
-                            heads <= ROWS_MAX_GROUPS_YZ && one_launch_for(ctx, &tp, head_dim, mode);
+                            one_launch_for(ctx, &tp, head_dim, mode);
     if (!one_launch && !(mode == LN_ATTENTION_PRECOMPUTED_S && !s))
         return layer_by_branch(ctx, batch, n, head_dim, d, layer, qkv, unit, s, lengths, mode,
                                out);

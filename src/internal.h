@@ -27,6 +27,7 @@ typedef struct ln_params {
     size_t attn_tile_k;   /* keys per local-memory tile */
     uint64_t attn_s_budget_bytes; /* precompute S while B n^2 floats fit */
     int attn_kernel;      /* ln_attention_kernel: which kernel runs the fused path */
+    size_t chunk_rows;    /* the model's chunks hold at most this many rows (B n) */
 } ln_params;
 
 /* The kernels of the fused attention path (cl/attention.cl): AUTO takes
@@ -69,6 +70,10 @@ struct ln_context {
     uint64_t peak_device_bytes;
     uint64_t device_bytes_cap; /* LN_DEVICE_MEMORY_LIMIT_MB, 0 = none */
     bool fp32_fma; /* CL_FP_FMA: fma() on floats is a hardware instruction */
+    /* The most work-groups one launch puts along dimension 1 or 2:
+     * LN_MAX_GROUPS_YZ (ln_enqueue slices larger ranges); tests lower it to
+     * run the slicing on small problems. */
+    size_t max_groups_yz;
     /* ln_semantic_attention_layer launches branch by branch even where one
      * launch could run them all: ln-bench's --attention-per-branch and the
      * tests set it, to compare the two. */
@@ -132,9 +137,19 @@ ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...);
 #define LN_LOCAL(bytes) (size_t)(bytes), (const void *)NULL
 #define LN_ARGS_END (size_t)0
 
+/* NVIDIA's OpenCL runs a range as a CUDA grid, which takes at most 65535
+ * work-groups along dimensions 1 and 2 (CUDA's gridDim.y and z); OpenCL
+ * itself sets no such limit, and rows (B n, up to 2^19 in one chunk at
+ * n = 64) or sequences can exceed it. */
+#define LN_MAX_GROUPS_YZ 65535
+
 /* Enqueue a 1-, 2- or 3-D range: `global` is rounded up to a multiple of the
  * local size (kernels guard), and the local size is clamped to the
- * kernel's CL_KERNEL_WORK_GROUP_SIZE. `local` entries are the wish. */
+ * kernel's CL_KERNEL_WORK_GROUP_SIZE. `local` entries are the wish. A
+ * range with more than ctx->max_groups_yz work-groups along dimension 1
+ * or 2 runs as several launches with global offsets, on every device, so
+ * kernels read those two dimensions through get_global_id (never
+ * get_group_id) and never across work-groups. */
 ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
                      const size_t *local, const char *what);
 /* The work-group size a kernel may use on this device, <= wish, >= 1, and

@@ -110,6 +110,23 @@ ln_status ln_gemm_batched(ln_context *ctx, bool trans_a, bool trans_b, size_t m,
 {
     if (batch == 1)
         return ln_gemm(ctx, trans_a, trans_b, m, n, k, alpha, a, b, beta, c, what);
+    /* CLBlast's batched kernels put the batch along dimension 2, where an
+     * NVIDIA grid takes at most 65535 work-groups (src/internal.h): more
+     * run as several calls. */
+    const size_t most = ctx->max_groups_yz ? ctx->max_groups_yz : LN_MAX_GROUPS_YZ;
+    if (batch > most) {
+        for (size_t b0 = 0; b0 < batch; b0 += most) {
+            const ln_dmat as = {a.mem, a.offset + b0 * stride_a, a.ld},
+                          bs = {b.mem, b.offset + b0 * stride_b, b.ld},
+                          cs = {c.mem, c.offset + b0 * stride_c, c.ld};
+            ln_status st = ln_gemm_batched(ctx, trans_a, trans_b, m, n, k, alpha, as, stride_a,
+                                           bs, stride_b, beta, cs, stride_c,
+                                           batch - b0 < most ? batch - b0 : most, what);
+            if (st)
+                return st;
+        }
+        return LN_SUCCESS;
+    }
     cl_command_queue q = ctx->queue;
     /* The batched routine copies by the same rules as one GEMM of the
      * shape, offsets aside (it pads and transposes whole strided batches). */

@@ -538,17 +538,22 @@ size_t ln_model_d_model(const ln_model *model)
 /* ---------------------------------------------------------- workspace */
 
 /* Sequences per chunk: the largest G in [1, B] whose S (G n^2 floats) fits
- * the context's S budget, the budget ln_attention_resolve_mode uses.
+ * the context's S budget, the budget ln_attention_resolve_mode uses, and
+ * whose G n rows fit the chunk's row cap (src/params.c says why).
  * Attention never looks across sequences, so the batch can run G whole
  * sequences at a time: S and every per-row buffer of the workspace then
  * scale with G, not B, while each GEMM still sees G n rows (and a batch
  * that fits runs whole, as one chunk). When not even one sequence's S fits
  * the budget, G = 1 and ln_attention_resolve_mode(ctx, 1, n) decides
- * whether that one S is held or its tiles recomputed (then no S buffer). */
+ * whether that one S is held or its tiles recomputed (then no S buffer);
+ * a sequence longer than the row cap also runs alone. */
 static size_t chunk_sequences(const ln_context *ctx, size_t batch, size_t n)
 {
     uint64_t per_sequence = (uint64_t)n * (uint64_t)n * sizeof(float); /* n <= 2^20 */
     uint64_t g = ctx->params.attn_s_budget_bytes / per_sequence;
+    const uint64_t by_rows = ctx->params.chunk_rows / n;
+    if (by_rows < g)
+        g = by_rows;
     return g < 1 ? 1 : g >= batch ? batch : (size_t)g;
 }
 

@@ -32,4 +32,12 @@ void ln_params_defaults(const ln_device_info *info, ln_params *p)
      * inside the attention kernel. */
     const uint64_t s_cap = (uint64_t)128 << 20;
     p->attn_s_budget_bytes = info->global_mem_bytes / 8 < s_cap ? info->global_mem_bytes / 8 : s_cap;
+    /* The model's other buffers hold 4.7k (branch by branch) to 8.3k (every
+     * branch at once) floats per row at the default widths, more than S
+     * below n = 8192: chunks of at most 2^16 rows keep them to 1.2-2.2 GB
+     * where S alone allowed 2^19 rows at n = 64 (17 GB). GEMMs of 2^16
+     * rows already run at full speed, and every kernel's and CLBlast's
+     * grid then stays far inside NVIDIA's 65535 work-groups along its
+     * second and third dimensions. */
+    p->chunk_rows = (size_t)1 << 16;
 }

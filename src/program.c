@@ -188,7 +188,7 @@ size_t ln_kernel_wg_size(ln_context *ctx, cl_kernel kernel, size_t wish, bool po
 ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size_t *global,
                      const size_t *local, const char *what)
 {
-    size_t g[3], l[3];
+    size_t g[3] = {1, 1, 1}, l[3] = {1, 1, 1};
     size_t limit = ln_kernel_wg_size(ctx, kernel, SIZE_MAX, false);
     size_t total = 1;
     for (cl_uint i = 0; i < dims; i++) {
@@ -205,21 +205,39 @@ ln_status ln_enqueue(ln_context *ctx, cl_kernel kernel, cl_uint dims, const size
         l[big] = (l[big] + 1) / 2;
         total *= l[big];
     }
-    for (cl_uint i = 0; i < dims; i++)
+    for (cl_uint i = 0; i < dims; i++) {
+        if (global[i] == 0)
+            return ln_fail(ctx, LN_ERROR_INVALID_ARGUMENT, "%s: empty launch (dimension %u)",
+                           what, (unsigned)i);
         g[i] = (global[i] + l[i] - 1) / l[i] * l[i];
-    cl_event ev = NULL;
+    }
+    /* Slices of at most max_groups_yz work-groups along dimensions 1 and 2
+     * (internal.h says why), each launched with its global offset. */
+    const size_t most = ctx->max_groups_yz ? ctx->max_groups_yz : LN_MAX_GROUPS_YZ;
+    size_t step[3] = {g[0], 1, 1}, offset[3] = {0, 0, 0}, size[3] = {g[0], 1, 1};
+    for (cl_uint i = 1; i < dims; i++)
+        step[i] = g[i] / l[i] > most ? most * l[i] : g[i];
     const bool profiled = ln_profile_of(ctx) != NULL; /* bench/ln_bench.c */
-    cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, g, l, 0, NULL,
-                                        profiled ? &ev : NULL);
-    if (err != CL_SUCCESS)
-        return ln_fail(ctx, (ln_status)err, "%s: launching the kernel failed: %s", what,
-                       ln_cl_error_name(err));
-    if (profiled) {
-        char name[48] = "?";
-        if (clGetKernelInfo(kernel, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL) !=
-            CL_SUCCESS)
-            snprintf(name, sizeof(name), "?");
-        ln_profile_end(ctx, NULL, ev, name, what, 0, 0, 0, 0);
+    for (offset[2] = 0; offset[2] < (dims > 2 ? g[2] : 1); offset[2] += step[2]) {
+        if (dims > 2)
+            size[2] = g[2] - offset[2] < step[2] ? g[2] - offset[2] : step[2];
+        for (offset[1] = 0; offset[1] < (dims > 1 ? g[1] : 1); offset[1] += step[1]) {
+            if (dims > 1)
+                size[1] = g[1] - offset[1] < step[1] ? g[1] - offset[1] : step[1];
+            cl_event ev = NULL;
+            cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, offset, size, l, 0,
+                                                NULL, profiled ? &ev : NULL);
+            if (err != CL_SUCCESS)
+                return ln_fail(ctx, (ln_status)err, "%s: launching the kernel failed: %s", what,
+                               ln_cl_error_name(err));
+            if (profiled) {
+                char name[48] = "?";
+                if (clGetKernelInfo(kernel, CL_KERNEL_FUNCTION_NAME, sizeof(name), name, NULL) !=
+                    CL_SUCCESS)
+                    snprintf(name, sizeof(name), "?");
+                ln_profile_end(ctx, NULL, ev, name, what, 0, 0, 0, 0);
+            }
+        }
     }
     return LN_SUCCESS;
 }

@@ -274,9 +274,14 @@ START_TEST(attention_strided_views)
 {
     /* q, k, v are column slices of one [B n, 3w] buffer; out is a slice of
      * a wider matrix whose other columns must stay as they were. Looped
-     * over `kernels`. */
+     * over `kernels`, then over them again with one work-group per launch
+     * along dimensions 1 and 2: ln_enqueue's slices for NVIDIA's grid
+     * limit (heads, sequences, the materialising path's batched GEMMs). */
     ln_context *ctx = tu_context();
-    ctx->params.attn_kernel = kernels[_i];
+    const size_t nk = sizeof(kernels) / sizeof(kernels[0]);
+    ctx->params.attn_kernel = kernels[_i % nk];
+    if (_i >= (int)nk)
+        ctx->max_groups_yz = 1;
     uint64_t rng = tu_seed() + 17;
     problem p;
     problem_make(&p, 2, 37, 96, 32, 50, -2.0f, 2.0f, true, &rng);
@@ -343,8 +348,8 @@ START_TEST(attention_strided_views)
                 ck_assert_msg(got[e] == sentinel[e], "%s: out[%zu] outside the view changed",
                               runs[ri].what, e);
         }
-        tu_assert_close(dense, ref, rows * w, ATTN_TOL, "strided views, %s, kernel %d",
-                        runs[ri].what, kernels[_i]);
+        tu_assert_close(dense, ref, rows * w, ATTN_TOL, "strided views, %s, kernel %d, %zu groups",
+                        runs[ri].what, kernels[_i % nk], ctx->max_groups_yz);
     }
     clReleaseMemObject(dqkv), clReleaseMemObject(du), clReleaseMemObject(dt);
     clReleaseMemObject(dl), clReleaseMemObject(ds), clReleaseMemObject(dout);
@@ -467,9 +472,13 @@ START_TEST(attention_small_without_clblast)
     /* Small enough for Oclgrind: S recomputed in the kernel, then the
      * precomputed-S kernel reading an S made here on the host. Looped over
      * `kernels`, so Oclgrind checks attention_rows and attention_tiles as
-     * well. */
+     * well, then over them again with every launch sliced to one
+     * work-group along dimensions 1 and 2 (global offsets, ln_enqueue). */
     ln_context *ctx = tu_context();
-    ctx->params.attn_kernel = kernels[_i];
+    const size_t nk = sizeof(kernels) / sizeof(kernels[0]);
+    ctx->params.attn_kernel = kernels[_i % nk];
+    if (_i >= (int)nk)
+        ctx->max_groups_yz = 1;
     uint64_t rng = tu_seed() + 20;
     problem p;
     problem_make(&p, 3, 19, 64, 32, 40, -2.0f, 2.0f, true, &rng);
@@ -498,8 +507,9 @@ START_TEST(attention_small_without_clblast)
                                             ln_dmat_of(dout, w)));
     download(ctx, dout, out, rows * w * sizeof(float));
     double *ref = ref_all(&p, true);
-    tu_assert_close(out, ref, rows * w, ATTN_TOL, "small, S uploaded from the host, kernel %d",
-                    kernels[_i]);
+    tu_assert_close(out, ref, rows * w, ATTN_TOL,
+                    "small, S uploaded from the host, kernel %d, %zu groups", kernels[_i % nk],
+                    ctx->max_groups_yz);
     clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv);
     clReleaseMemObject(ds), clReleaseMemObject(dt), clReleaseMemObject(dl), clReleaseMemObject(dout);
     free(s), free(out), free(ref);
@@ -804,13 +814,13 @@ int main(void)
     /* The GPU kernels forced (a case of its own, so that bench/gpu_check.sh
      * can run it first on a short lease). */
     TCase *kernels = tcase_create("kernels");
-    tcase_add_loop_test(kernels, attention_strided_views, 0, 3);
+    tcase_add_loop_test(kernels, attention_strided_views, 0, 6);
     tcase_add_test(kernels, attention_rows_kernel_matches_float64);
     tcase_add_test(kernels, attention_tiles_kernel_matches_float64);
     tcase_add_test(kernels, attention_layer_matches_float64);
     suite_add_tcase(s, kernels);
     TCase *small = tcase_create("oclgrind");
-    tcase_add_loop_test(small, attention_small_without_clblast, 0, 3);
+    tcase_add_loop_test(small, attention_small_without_clblast, 0, 6);
     tcase_add_test(small, attention_layer_small_without_clblast);
     suite_add_tcase(s, small);
     return tu_run(s);

@@ -512,16 +512,28 @@ START_TEST(encode_in_chunks_matches_whole_batch)
 
     cl_mem dx = device_copy(ctx, x, bytes), dpos = device_copy(ctx, pos, rows * 4),
            dlen = device_copy(ctx, len, sizeof(len)), dout = device_copy(ctx, x, bytes);
-    /* 2 + 2 + 1 with S precomputed per chunk, then 1 at a time with S
-     * recomputed (not even one sequence's S fits a zero budget). */
-    for (size_t G = 2; G >= 1; G--) {
-        if (G == 2)
+    /* 2 + 2 + 1 with S precomputed per chunk, by the S budget and then by
+     * the row cap, then 1 at a time with S recomputed (not even one
+     * sequence's S fits a zero budget). */
+    const size_t default_rows = ctx->params.chunk_rows;
+    /* A large batch of short sequences is chunked by rows, not by S alone. */
+    ck_assert_uint_le(ln_model_chunk_sequences(ctx, (size_t)1 << 20, 64) * 64, default_rows);
+    for (int run = 0; run < 3; run++) {
+        const size_t G = run < 2 ? 2 : 1;
+        if (run == 0)
             set_chunk(ctx, G, n);
-        else {
+        else if (run == 1) {
+            set_chunk(ctx, B, n);
+            ctx->params.chunk_rows = G * n + n - 1;
+        } else {
+            ctx->params.chunk_rows = default_rows;
             ctx->params.attn_s_budget_bytes = 0;
             ctx->params.attn_mode = LN_ATTENTION_RECOMPUTE_S;
         }
-        const char *how = G == 2 ? "chunks of 2 + 2 + 1" : "chunks of 1, S recomputed";
+        ck_assert_uint_eq(ln_model_chunk_sequences(ctx, B, n), G);
+        const char *how = run == 0   ? "chunks of 2 + 2 + 1"
+                          : run == 1 ? "chunks of 2 + 2 + 1 rows"
+                                     : "chunks of 1, S recomputed";
         fprintf(stderr, "%s: attention mode %d for (G, n), kernel %d\n", how,
                 (int)ln_attention_resolve_mode(ctx, G, n), chunk_kernels[_i]);
 
@@ -577,6 +589,52 @@ START_TEST(encode_in_chunks_matches_whole_batch)
     ln_context_destroy(ctx);
     ln_tensor_file_free(f);
     free(x), free(pos), free(whole), free(got), free(whole_default), free(ref), free(ref_default);
+}
+END_TEST
+
+/* Every launch of the forward sliced to at most 2 work-groups along
+ * dimensions 1 and 2 (ln_enqueue's slices for NVIDIA's 65535-group grid
+ * limit, reached at B n > 2^18 rows): the same floats, bit for bit, as
+ * one launch each, and the reference's within 1e-4. Looped over
+ * chunk_kernels: branch by branch on CPUs, every branch in one launch with
+ * attention_rows or attention_tiles. */
+START_TEST(launch_slices_match_one_launch)
+{
+    uint64_t rng = tu_seed() + 29;
+    ln_model_config cfg;
+    ln_tensor_file *f;
+    ln_context *ctx = tu_context();
+    ctx->params.attn_kernel = chunk_kernels[_i];
+    ln_model *m = load_random_small(ctx, &rng, &cfg, &f);
+    const size_t B = 5, n = 13, d = 192, rows = B * n, bytes = rows * d * 4;
+    float *x = tu_malloc(bytes), *pos = tu_malloc(rows * 4), *whole = tu_malloc(bytes),
+          *got = tu_malloc(bytes);
+    int32_t len[5] = {13, 4, 1, 9, 13};
+    double *ref = tu_malloc(rows * d * 8);
+    tu_fill_normal(x, rows * d, 1.0f, &rng);
+    tu_fill(pos, rows, -2.0f, 3.0f, &rng);
+    ref_config rc = to_ref(&cfg);
+    ck_assert_int_eq(ref_encoder_forward(&rc, lookup, f, B, n, x, pos, len, ref), 0);
+    for (int recompute = 0; recompute <= 1; recompute++) {
+        ctx->params.attn_mode = recompute ? LN_ATTENTION_RECOMPUTE_S : LN_ATTENTION_AUTO;
+        ctx->max_groups_yz = LN_MAX_GROUPS_YZ;
+        tu_assert_ok(ctx, ln_model_encode(m, B, n, x, pos, len, whole));
+        ctx->max_groups_yz = 2;
+        memset(got, 0, bytes);
+        tu_assert_ok(ctx, ln_model_encode(m, B, n, x, pos, len, got));
+        const double err = valid_rel_l2(got, ref, B, n, d, len);
+        ck_assert_msg(err <= 1e-4, "kernel %d, %s S: rel-L2 %.3g (seed %llu)", chunk_kernels[_i],
+                      recompute ? "recomputed" : "precomputed", err,
+                      (unsigned long long)tu_seed());
+        ck_assert_msg(memcmp(got, whole, bytes) == 0,
+                      "kernel %d, %s S: sliced launches differ from whole ones (%.3g)",
+                      chunk_kernels[_i], recompute ? "recomputed" : "precomputed",
+                      valid_rel_diff(got, whole, B, n, d, len));
+    }
+    ln_model_free(m);
+    ln_context_destroy(ctx);
+    ln_tensor_file_free(f);
+    free(x), free(pos), free(whole), free(got), free(ref);
 }
 END_TEST
 
@@ -755,6 +813,8 @@ int main(void)
     tcase_add_test(tc, pytorch_saved_model_matches);
     tcase_add_test(tc, block_and_multiscale_on_their_own);
     tcase_add_loop_test(tc, encode_in_chunks_matches_whole_batch, 0,
+                        (int)(sizeof(chunk_kernels) / sizeof(chunk_kernels[0])));
+    tcase_add_loop_test(tc, launch_slices_match_one_launch, 0,
                         (int)(sizeof(chunk_kernels) / sizeof(chunk_kernels[0])));
     tcase_add_test(tc, chunking_bounds_device_memory);
     tcase_add_test(tc, encode_rejects_bad_input);

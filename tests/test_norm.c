@@ -251,11 +251,17 @@ START_TEST(layernorm_branches_matches_float64)
     ln_context *ctx = tu_context();
     uint64_t rng = tu_seed() + 6;
     /* The first set has widths no float16 kernel takes; the second takes
-     * layernorm_branches_rows16 on CPUs. */
+     * layernorm_branches_rows16 on CPUs. Both again with the branches
+     * (dimension 1) launched 2 work-groups at a time, as ln_enqueue slices
+     * ranges past NVIDIA's grid limit. */
     static const size_t width_sets[2][5] = {{48, 16, 37, 96, 1}, {48, 16, 32, 96, 384}};
-    for (int set = 0; set < 2; set++)
-        for (int with_bias = 0; with_bias < 2; with_bias++)
-            check_layernorm_branches(ctx, width_sets[set], 5, with_bias, &rng);
+    for (int sliced = 0; sliced < 2; sliced++) {
+        ctx->max_groups_yz = sliced ? 2 : LN_MAX_GROUPS_YZ;
+        for (int set = 0; set < 2; set++)
+            for (int with_bias = 0; with_bias < 2; with_bias++)
+                check_layernorm_branches(ctx, width_sets[set], 5, with_bias, &rng);
+    }
+    ctx->max_groups_yz = LN_MAX_GROUPS_YZ;
     /* Bad widths, counts and short buffers are refused by name. */
     cl_mem small;
     float ones[64];
