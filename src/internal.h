@@ -139,8 +139,8 @@ ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...);
 
 /* NVIDIA's OpenCL runs a range as a CUDA grid, which takes at most 65535
  * work-groups along dimensions 1 and 2 (CUDA's gridDim.y and z); OpenCL
- * itself sets no such limit, and rows (B n, up to 2^19 in one chunk at
- * n = 64) or sequences can exceed it. */
+ * itself sets no such limit. The model's chunks stay inside it (2^16 rows
+ * at most), but the ops take any number of rows or sequences. */
 #define LN_MAX_GROUPS_YZ 65535
 
 /* Enqueue a 1-, 2- or 3-D range: `global` is rounded up to a multiple of the
