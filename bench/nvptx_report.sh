@@ -69,13 +69,23 @@ build positional "$REPO/cl/positional.cl"
     done
     sed -E 's/([^a-z_])exp\(/\1ex2_exp(/g' "$REPO/cl/attention.cl"
 } >"$WORK/attention_ex2.cl"
+# Residency per SM on Hopper: 64K registers (allocated 8 per thread, warps
+# of 32), 228 KB of shared memory (1 KB of it reserved per block), at most
+# 32 blocks and 64 warps.
 for kernel in rows tiles; do
     case $kernel in
-    rows) opts="-DROWS_TILE_Q=64 -DROWS_TILE_K=32" ;;
-    tiles) opts="-DATTN_TILES=1 -DATTN_TILES_Q=64" ;;
+    rows) opts="-DROWS_TILE_Q=64 -DROWS_TILE_K=32" wg=64 ;;
+    tiles) opts="-DATTN_TILES=1 -DATTN_TILES_Q=64" wg=128 ;;
     esac
     build "attention_$kernel" "$WORK/attention_ex2.cl" $opts -DATTN_HEAD_DIM=32 -DATTN_FMA=1 |
-        grep -E "attention_$kernel "
+        grep -E "attention_$kernel " | tee "$WORK/attention_$kernel.report"
+    awk -v wg=$wg '{ regs = int(($2 + 7) / 8) * 8; warps = int((wg + 31) / 32)
+        by_regs = int(65536 / (regs * warps * 32)); by_smem = int(233472 / ($4 + 1024))
+        g = by_regs < by_smem ? by_regs : by_smem; if (g > 32) g = 32
+        if (g * warps > 64) g = int(64 / warps)
+        printf "  %-26s %d work-items a group: %d groups (%d warps) per SM (registers allow %d,",
+               "", wg, g, g * warps, by_regs
+        printf " local memory %d)\n", by_smem }' "$WORK/attention_$kernel.report"
     cuobjdump --dump-sass "$WORK/attention_$kernel.cubin" >"$WORK/attention_$kernel.sass" 2>/dev/null
 done
 
