@@ -594,7 +594,8 @@ END_TEST
 
 /* Every launch of the forward sliced to at most 2 work-groups along
  * dimensions 1 and 2 (ln_enqueue's slices for NVIDIA's 65535-group grid
- * limit, reached at B n > 2^18 rows): the same floats, bit for bit, as
+ * limit, which an op called on more than 2^18 rows reaches; the model's
+ * chunks of 2^16 rows stay inside it): the same floats, bit for bit, as
  * one launch each, and the reference's within 1e-4. Looped over
  * chunk_kernels: branch by branch on CPUs, every branch in one launch with
  * attention_rows or attention_tiles. */
