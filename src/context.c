@@ -224,6 +224,7 @@ ln_status ln_context_create(const char *device_spec, ln_context **out)
     clGetDeviceInfo(ctx->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof(fp32), &fp32, NULL);
     ctx->fp32_fma = (fp32 & CL_FP_FMA) != 0;
     ctx->max_groups_yz = LN_MAX_GROUPS_YZ;
+    ctx->gemm_rows = LN_GEMM_ROWS;
     ln_clblast_prepare_compiler(&ctx->info);
     cl_int err;
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)ctx->platform,

@@ -74,6 +74,9 @@ struct ln_context {
      * LN_MAX_GROUPS_YZ (ln_enqueue slices larger ranges); tests lower it to
      * run the slicing on small problems. */
     size_t max_groups_yz;
+    /* The most rows of C one CLBlast GEMM call computes: LN_GEMM_ROWS
+     * (ln_gemm splits taller ones); tests lower it. */
+    size_t gemm_rows;
     /* ln_semantic_attention_layer launches branch by branch even where one
      * launch could run them all: ln-bench's --attention-per-branch and the
      * tests set it, to compare the two. */
@@ -142,6 +145,8 @@ ln_status ln_set_args(ln_context *ctx, cl_kernel kernel, const char *what, ...);
  * itself sets no such limit. The model's chunks stay inside it (2^16 rows
  * at most), but the ops take any number of rows or sequences. */
 #define LN_MAX_GROUPS_YZ 65535
+/* ln_gemm's rows per CLBlast call (src/linear.c says why). */
+#define LN_GEMM_ROWS ((size_t)1 << 18)
 
 /* Enqueue a 1-, 2- or 3-D range: `global` is rounded up to a multiple of the
  * local size (kernels guard), and the local size is clamped to the

@@ -86,6 +86,22 @@ bool ln_gemm_col_major(ln_context *ctx, bool trans_a, bool trans_b, size_t m, si
 ln_status ln_gemm(ln_context *ctx, bool trans_a, bool trans_b, size_t m, size_t n, size_t k,
                   float alpha, ln_dmat a, ln_dmat b, float beta, ln_dmat c, const char *what)
 {
+    /* CLBlast's copy, pad and GEMM kernels can put C's rows along a grid
+     * dimension at as few as 8 a work-group, past the 65535 work-groups an
+     * NVIDIA grid takes there (src/internal.h) beyond 2^19 rows: taller
+     * GEMMs run as several of at most gemm_rows rows each. */
+    const size_t most = ctx->gemm_rows ? ctx->gemm_rows : LN_GEMM_ROWS;
+    if (m > most) {
+        for (size_t m0 = 0; m0 < m; m0 += most) {
+            const ln_dmat as = {a.mem, a.offset + (trans_a ? m0 : m0 * a.ld), a.ld},
+                          cs = {c.mem, c.offset + m0 * c.ld, c.ld};
+            ln_status st = ln_gemm(ctx, trans_a, trans_b, m - m0 < most ? m - m0 : most, n, k,
+                                   alpha, as, b, beta, cs, what);
+            if (st)
+                return st;
+        }
+        return LN_SUCCESS;
+    }
     cl_command_queue q = ctx->queue;
     const bool col_major = ln_gemm_col_major(ctx, trans_a, trans_b, m, n, k, a, b, c);
     const CLBlastTranspose ta = trans_a ? CLBlastTransposeYes : CLBlastTransposeNo,

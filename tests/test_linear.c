@@ -263,7 +263,9 @@ START_TEST(gemm_both_layouts_match_float64)
     /* ln_gemm calls CLBlast row-major, or column-major on C^T (linear.c):
      * each forced, and the automatic choice, for every op combination on
      * views with offsets and padded rows, odd and tile-multiple sizes; one
-     * and strided-batched. Floats around the views stay as they were. */
+     * and strided-batched. Floats around the views stay as they were. All
+     * again with the splits meant for NVIDIA's grid limit made small: C in
+     * calls of 16 rows, batches of 1. */
     static const size_t shapes[][3] = {{37, 53, 29}, {64, 192, 128}, {130, 96, 64}};
     static const int layouts[] = {LN_GEMM_LAYOUT_AUTO, LN_GEMM_LAYOUT_ROW_MAJOR,
                                   LN_GEMM_LAYOUT_COL_MAJOR};
@@ -291,9 +293,12 @@ START_TEST(gemm_both_layouts_match_float64)
             tu_assert_ok(ctx, ln_buffer_from_host(ctx, a, fa * 4, &da, "a"));
             tu_assert_ok(ctx, ln_buffer_from_host(ctx, b, fb * 4, &db, "b"));
             tu_assert_ok(ctx, ln_buffer_create(ctx, fc * 4, &dc, "c"));
-            for (int li = 0; li < 3; li++)
+            for (int run = 0; run < 6; run++)
                 for (int batched = 0; batched <= 1; batched++) {
+                    const int li = run % 3, split = run / 3;
                     ctx->gemm_layout = layouts[li];
+                    ctx->gemm_rows = split ? 16 : LN_GEMM_ROWS;
+                    ctx->max_groups_yz = split ? 1 : LN_MAX_GROUPS_YZ;
                     ck_assert_int_eq(clEnqueueWriteBuffer(ln_context_cl_queue(ctx), dc, CL_TRUE,
                                                           0, fc * 4, c0, 0, NULL, NULL),
                                      CL_SUCCESS);
@@ -311,8 +316,8 @@ START_TEST(gemm_both_layouts_match_float64)
                             memcpy(dense + r * n, got + oc + i * sc + r * ldc, n * 4);
                         tu_assert_close(dense, ref + i * m * n, m * n, 1e-5,
                                         "gemm %zux%zux%zu ta %d tb %d layout %d batched %d "
-                                        "matrix %zu",
-                                        m, n, k, ta, tb, layouts[li], batched, i);
+                                        "split %d matrix %zu",
+                                        m, n, k, ta, tb, layouts[li], batched, split, i);
                         free(dense);
                     }
                     /* Outside the views: the offset, row padding and gaps. */
@@ -322,11 +327,14 @@ START_TEST(gemm_both_layouts_match_float64)
                         const bool inside = e >= oc && which < (batched ? batch : 1) &&
                                             rel < m * ldc && rel % ldc < n;
                         if (!inside)
-                            ck_assert_msg(got[e] == c0[e], "layout %d batched %d: c[%zu] changed",
-                                          layouts[li], batched, e);
+                            ck_assert_msg(got[e] == c0[e],
+                                          "layout %d batched %d split %d: c[%zu] changed",
+                                          layouts[li], batched, split, e);
                     }
                 }
             ctx->gemm_layout = LN_GEMM_LAYOUT_AUTO;
+            ctx->gemm_rows = LN_GEMM_ROWS;
+            ctx->max_groups_yz = LN_MAX_GROUPS_YZ;
             ln_buffer_release(ctx, da), ln_buffer_release(ctx, db), ln_buffer_release(ctx, dc);
             free(a), free(b), free(c0), free(got), free(ref);
         }
