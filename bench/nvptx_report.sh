@@ -35,7 +35,7 @@ for tool in clang-15 "$LLVM/llc" "$LLVM/opt" "$LLVM/llvm-link" ptxas cuobjdump n
 done
 [ -f "$CLC" ] || { echo "nvptx_report: $CLC not found: apt-get install libclc-15" >&2; exit 1; }
 
-# name source options...: PTX for sm_80 (LLVM 15's newest), which ptxas
+# name source options...: PTX for sm_80 (LLVM 15 stops short of sm_90), which ptxas
 # assembles for sm_90; prints ptxas' per-kernel report.
 build() {
     local name=$1 src=$2
@@ -54,9 +54,12 @@ build() {
                              k, $5, smem, frame, spill }'
 }
 
-echo "ptxas -arch=sm_90, per kernel (GPU build options):"
+# The *_rows16 kernels are the CPUs' (a row per work-item, float16 vectors;
+# unit_rows16_t's stack is its 16 x 16 transpose tile): listed, not used
+# on GPUs.
+echo "ptxas -arch=sm_90, per kernel (GPU build options; *_rows16: the CPU path):"
 build norm "$REPO/cl/norm.cl" -DUT_ROWS=16
-build linear "$REPO/cl/linear.cl" -DEPI_VEC=4
+build linear "$REPO/cl/linear.cl" -DEPI_VEC=1 # vec_elementwise on GPUs
 build positional "$REPO/cl/positional.cl"
 # attention_rows and attention_tiles at the GPU defaults (src/params.c:
 # 64-query tiles, 32-key tiles; head_dim 32 as in the default model), exp()
