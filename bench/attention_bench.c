@@ -16,6 +16,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,8 +177,23 @@ int main(int argc, char **argv)
     int count = 3;
     if (argc > 1) {
         count = 0;
-        for (int i = 1; i < argc && count < 16; i++)
-            ns[count++] = strtoul(argv[i], NULL, 10);
+        for (int i = 1; i < argc; i++) {
+            char *end = argv[i];
+            unsigned long v = 0;
+            if (*argv[i] >= '0' && *argv[i] <= '9') {
+                errno = 0;
+                v = strtoul(argv[i], &end, 10);
+            }
+            /* 2^20 keys is past any device's memory for S at B = 1. */
+            if (end == argv[i] || *end || errno == ERANGE || v == 0 || v > (1ul << 20) ||
+                count == 16) {
+                fprintf(stderr, "usage: attention-bench [n ...]: up to 16 sequence lengths in "
+                                "1..1048576, not \"%s\"\n",
+                        argv[i]);
+                return 2;
+            }
+            ns[count++] = v;
+        }
     }
     ln_context *ctx;
     ln_status st = ln_context_create(NULL, &ctx);

@@ -383,7 +383,8 @@ def main():
                     help="passes over all shapes, ratios taken per pass (default 1)")
     ap.add_argument("--profile-runs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", default=None, help="ln_config JSON (default: SPEC's)")
+    ap.add_argument("--config", default=None,
+                    help="ln_config JSON, or a file holding it (default: SPEC's)")
     ap.add_argument("--device", default=None,
                     help="ln-cl device spec (default: 'NVIDIA' with CUDA, else LN_DEVICE/first)")
     ap.add_argument("--weights", default=None, help="where to save the weights (default: temp)")
@@ -412,7 +413,19 @@ def main():
               if (b, n) not in skip]
     bench = find_bench(args.bench)
     ln_run = os.path.join(os.path.dirname(os.path.dirname(bench)), "ln-run")
-    config = json.loads(args.config) if args.config else None
+    config = None
+    if args.config:
+        text = args.config
+        if not text.lstrip().startswith("{"):
+            try:
+                with open(text) as f:
+                    text = f.read()
+            except OSError as e:
+                sys.exit(f"compare.py: --config {args.config!r}: neither JSON nor a readable file: {e}")
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as e:
+            sys.exit(f"compare.py: --config {args.config!r}: not valid JSON: {e}")
 
     tmp = tempfile.mkdtemp(prefix="ln-compare-")
     weights = args.weights or os.path.join(tmp, "ln_weights.safetensors")

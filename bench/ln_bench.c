@@ -6,7 +6,7 @@
  * and CLBlast SGEMM throughput at the model's GEMM shapes.
  *
  *   ln-bench [--batch 1,8] [--n 64,256,1024,4096] [--skip 8x4096]
- *            [--config JSON | --model FILE] [--seed S] [--repeats 5]
+ *            [--config JSON|FILE | --model FILE] [--seed S] [--repeats 5]
  *            [--warmup 1] [--profile-runs 1] [--device SPEC]
  *            [--gemm-rows LIST | --no-gemm] [--no-model] [--attention-per-branch]
  *            [--gemm-layout auto|row|col] [--json]
@@ -43,7 +43,10 @@
 #include "internal.h"
 
 #include <jansson.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +80,7 @@ static void usage(FILE *to)
 {
     fprintf(to,
             "usage: ln-bench [--batch 1,8] [--n 64,256,1024,4096] [--skip BxN,...]\n"
-            "                [--config JSON | --model FILE.safetensors] [--seed S]\n"
+            "                [--config JSON|FILE | --model FILE.safetensors] [--seed S]\n"
             "                [--repeats 5] [--warmup 1] [--profile-runs 1] [--device SPEC]\n"
             "                [--gemm-rows R,... | --no-gemm] [--no-model]\n"
             "                [--attention-per-branch] [--gemm-layout auto|row|col] [--json]\n"
@@ -115,16 +118,28 @@ static double median(const double *v, int count)
     return count % 2 ? s[count / 2] : 0.5 * (s[count / 2 - 1] + s[count / 2]);
 }
 
+/* Sizes and counts on the command line: digits only, so "-5" is not read as
+ * 2^64 - 5 by strtoull, and at most LIST_VALUE_MAX, far past any device's
+ * memory at the model's width yet small enough that B n d never wraps. */
+#define LIST_VALUE_MAX (1ull << 24)
+
 static int parse_list(const char *arg, size_t *out, const char *name)
 {
     int count = 0;
     const char *p = arg;
     while (*p) {
-        char *end;
-        unsigned long long v = strtoull(p, &end, 10);
-        if (end == p || v == 0 || count == MAX_LIST) {
-            fprintf(stderr, "ln-bench: %s \"%s\": want up to %d positive integers, comma-separated\n",
-                    name, arg, MAX_LIST);
+        char *end = (char *)p;
+        unsigned long long v = 0;
+        if (*p >= '0' && *p <= '9') {
+            errno = 0;
+            v = strtoull(p, &end, 10);
+            if (errno == ERANGE)
+                v = ULLONG_MAX;
+        }
+        if (end == p || v == 0 || v > LIST_VALUE_MAX || count == MAX_LIST) {
+            fprintf(stderr,
+                    "ln-bench: %s \"%s\": want up to %d integers in 1..%llu, comma-separated\n",
+                    name, arg, MAX_LIST, LIST_VALUE_MAX);
             exit(2);
         }
         out[count++] = (size_t)v;
@@ -140,12 +155,43 @@ static int parse_list(const char *arg, size_t *out, const char *name)
 static int parse_int(const char *arg, const char *name, int lo, int hi)
 {
     char *end;
+    errno = 0;
     long v = strtol(arg, &end, 10);
-    if (*arg == '\0' || *end || v < lo || v > hi) {
+    if (*arg == '\0' || *end || errno == ERANGE || v < lo || v > hi) {
         fprintf(stderr, "ln-bench: %s \"%s\": want an integer in %d..%d\n", name, arg, lo, hi);
         exit(2);
     }
     return (int)v;
+}
+
+/* --config takes the JSON itself, or a file holding it: a value whose first
+ * non-blank character is not '{' is read as a path. The text is kept for the
+ * process's life, as argv's strings are. */
+static const char *config_text(const char *v)
+{
+    const char *p = v;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '{')
+        return v;
+    FILE *f = fopen(v, "rb");
+    if (!f) {
+        fprintf(stderr, "ln-bench: --config \"%s\": neither JSON (no '{') nor a readable file: %s\n",
+                v, strerror(errno));
+        exit(2);
+    }
+    enum { CONFIG_MAX = 1 << 20 };
+    char *text = malloc(CONFIG_MAX + 1);
+    size_t got = text ? fread(text, 1, CONFIG_MAX + 1, f) : 0;
+    const bool failed = !text || ferror(f);
+    fclose(f);
+    if (failed || got > CONFIG_MAX) {
+        fprintf(stderr, "ln-bench: --config file \"%s\": %s\n", v,
+                failed ? "could not be read" : "over 1 MiB, not an ln_config");
+        exit(2);
+    }
+    text[got] = '\0';
+    return text;
 }
 
 static void parse_args(int argc, char **argv, options *o)
@@ -201,7 +247,7 @@ static void parse_args(int argc, char **argv, options *o)
             o->n_gemm_rows = parse_list(v, o->gemm_rows, a);
         } else if (!strcmp(a, "--config")) {
             NEED_VALUE;
-            o->config_json = v;
+            o->config_json = config_text(v);
         } else if (!strcmp(a, "--model")) {
             NEED_VALUE;
             o->model_path = v;
@@ -210,7 +256,13 @@ static void parse_args(int argc, char **argv, options *o)
             o->device = v;
         } else if (!strcmp(a, "--seed")) {
             NEED_VALUE;
-            o->seed = strtoull(v, NULL, 0);
+            char *end;
+            errno = 0;
+            o->seed = strtoull(v, &end, 0);
+            if (!(*v >= '0' && *v <= '9') || *end || errno == ERANGE) {
+                fprintf(stderr, "ln-bench: --seed \"%s\": want an integer in 0..2^64-1\n", v);
+                exit(2);
+            }
         } else if (!strcmp(a, "--repeats")) {
             NEED_VALUE;
             o->repeats = parse_int(v, a, 1, MAX_RUNS);
@@ -454,10 +506,19 @@ static void bench_shape(ln_context *ctx, const options *o, const ln_model_config
     ln_model *model = make_model(ctx, o);
     r->weights_bytes = ctx->device_bytes - before;
 
-    const size_t d = (size_t)cfg->d_model, count = batch * n * d, bytes = count * sizeof(float);
-    float *x = malloc(bytes), *out = malloc(bytes);
-    if (!x || !out)
-        die(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "host arrays");
+    const size_t d = (size_t)cfg->d_model;
+    const double want = (double)batch * (double)n * (double)d * sizeof(float);
+    const size_t count = batch * n * d, bytes = count * sizeof(float);
+    float *x = NULL, *out = NULL;
+    if (want < (double)SIZE_MAX / 2) /* else B n d floats would wrap size_t */
+        x = malloc(bytes), out = malloc(bytes);
+    if (!x || !out) {
+        fprintf(stderr,
+                "ln-bench: B = %zu, n = %zu, d = %zu: the input and output host arrays, "
+                "2 x %.3g GiB, do not fit in this machine's memory\n",
+                batch, n, d, want / (1u << 30));
+        exit(EXIT_FAILURE);
+    }
     uint64_t rng = o->seed ^ (batch * 1000003u + n);
     fill_uniform(x, count, &rng);
     cl_mem dx = own_buffer(ctx, bytes, x), dout = own_buffer(ctx, bytes, NULL);
@@ -569,8 +630,11 @@ static gemm_result time_gemm(ln_context *ctx, const options *o, const gemm_shape
     uint64_t rng = 0xfeedull + s->m * 31 + s->n * 7 + s->k;
     size_t a_floats = s->batch * s->m * s->k, b_floats = s->batch * s->n * s->k;
     float *host = malloc((a_floats > b_floats ? a_floats : b_floats) * sizeof(float));
-    if (!host)
-        die(ctx, LN_ERROR_OUT_OF_HOST_MEMORY, "GEMM inputs");
+    if (!host) {
+        fprintf(stderr, "ln-bench: GEMM %zux%zux%zu: its %zu input floats do not fit in host memory\n",
+                s->m, s->n, s->k, a_floats > b_floats ? a_floats : b_floats);
+        exit(EXIT_FAILURE);
+    }
     fill_uniform(host, a_floats, &rng);
     cl_mem a = own_buffer(ctx, a_floats * sizeof(float), host);
     fill_uniform(host, b_floats, &rng);

@@ -26,4 +26,22 @@ if(TARGET ln-bench)
   set_tests_properties(bench_cli_json_unprofiled PROPERTIES ENVIRONMENT "${LN_TEST_ENV}"
     TIMEOUT 600 FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
     PASS_REGULAR_EXPRESSION "\"shapes\": \\[.*\"batch\": 1,.*\"encode_device_ms\": [0-9.]+.*\"profile\": null")
+  # --config takes a file as well as the JSON itself; the model it makes is
+  # the file's (ln-bench prints the config it runs).
+  file(WRITE ${CMAKE_CURRENT_BINARY_DIR}/bench_small_config.json
+       "{\"d_model\": 192, \"scales\": [48, 96, 192], \"head_dim\": 16}\n")
+  add_test(NAME bench_cli_config_file
+           COMMAND ln-bench --batch 1 --n 8 --repeats 1 --warmup 0 --profile-runs 0 --no-gemm
+                   --config ${CMAKE_CURRENT_BINARY_DIR}/bench_small_config.json)
+  set_tests_properties(bench_cli_config_file PROPERTIES ENVIRONMENT "${LN_TEST_ENV}"
+    TIMEOUT 600 FAIL_REGULAR_EXPRESSION "${LN_BENCH_FAIL}"
+    PASS_REGULAR_EXPRESSION "config {\"d_model\": 192, .*\"scales\": \\[48, 96, 192\\]}.*Encoder forward.*\n +1 +8 +[0-9.]+ +[0-9.]+")
+  # Bad numbers are refused by name before any device work: strtoull once
+  # read "-5" as 2^64 - 5 and ln-bench died in malloc with an empty message.
+  add_test(NAME bench_cli_rejects_negative_n COMMAND ln-bench --n -5)
+  set_tests_properties(bench_cli_rejects_negative_n PROPERTIES
+    PASS_REGULAR_EXPRESSION "--n \"-5\": want up to 16 integers in 1\\.\\.16777216")
+  add_test(NAME bench_cli_rejects_bad_seed COMMAND ln-bench --seed 12abc)
+  set_tests_properties(bench_cli_rejects_bad_seed PROPERTIES
+    PASS_REGULAR_EXPRESSION "--seed \"12abc\": want an integer")
 endif()

@@ -1073,8 +1073,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--budget") && next) {
             char *end;
             o.budget_s = strtod(argv[++i], &end);
-            if (*end || !(o.budget_s > 0))
+            if (end == argv[i] || *end || !(o.budget_s > 0) || !isfinite(o.budget_s)) {
+                fprintf(stderr, "ln-tune: --budget takes a number of seconds above 0, not '%s'\n",
+                        argv[i]);
                 return usage(stderr);
+            }
         } else if (!strcmp(a, "--shapes") && next) {
             if (!parse_shapes(argv[++i], &o)) {
                 fprintf(stderr, "ln-tune: --shapes wants BxN[,BxN...], e.g. 1x64,2x256\n");
