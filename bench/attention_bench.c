@@ -16,7 +16,6 @@
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,13 +179,10 @@ int main(int argc, char **argv)
         for (int i = 1; i < argc; i++) {
             char *end = argv[i];
             unsigned long v = 0;
-            if (*argv[i] >= '0' && *argv[i] <= '9') {
-                errno = 0;
-                v = strtoul(argv[i], &end, 10);
-            }
+            if (*argv[i] >= '0' && *argv[i] <= '9')
+                v = strtoul(argv[i], &end, 10); /* ULONG_MAX on overflow: over the cap */
             /* 2^20 keys is past any device's memory for S at B = 1. */
-            if (end == argv[i] || *end || errno == ERANGE || v == 0 || v > (1ul << 20) ||
-                count == 16) {
+            if (end == argv[i] || *end || v == 0 || v > (1ul << 20) || count == 16) {
                 fprintf(stderr, "usage: attention-bench [n ...]: up to 16 sequence lengths in "
                                 "1..1048576, not \"%s\"\n",
                         argv[i]);

@@ -44,7 +44,6 @@
 
 #include <jansson.h>
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,7 +119,7 @@ static double median(const double *v, int count)
 
 /* Sizes and counts on the command line: digits only, so "-5" is not read as
  * 2^64 - 5 by strtoull, and at most LIST_VALUE_MAX, far past any device's
- * memory at the model's width yet small enough that B n d never wraps. */
+ * memory at the model's width. */
 #define LIST_VALUE_MAX (1ull << 24)
 
 static int parse_list(const char *arg, size_t *out, const char *name)
@@ -130,12 +129,8 @@ static int parse_list(const char *arg, size_t *out, const char *name)
     while (*p) {
         char *end = (char *)p;
         unsigned long long v = 0;
-        if (*p >= '0' && *p <= '9') {
-            errno = 0;
-            v = strtoull(p, &end, 10);
-            if (errno == ERANGE)
-                v = ULLONG_MAX;
-        }
+        if (*p >= '0' && *p <= '9')
+            v = strtoull(p, &end, 10); /* ULLONG_MAX on overflow: over the cap */
         if (end == p || v == 0 || v > LIST_VALUE_MAX || count == MAX_LIST) {
             fprintf(stderr,
                     "ln-bench: %s \"%s\": want up to %d integers in 1..%llu, comma-separated\n",
